@@ -1,0 +1,90 @@
+// Package metrics defines authgate's Prometheus metrics, registered in
+// Caddy's own registry so that they are served with Caddy's metrics.
+package metrics
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the collectors of one loaded config. A nil *Metrics records
+// nothing, which keeps tests and tools free of registry plumbing.
+type Metrics struct {
+	logins      *prometheus.CounterVec
+	gate        *prometheus.CounterVec
+	throttled   *prometheus.CounterVec
+	mails       *prometheus.CounterVec
+	hashSeconds prometheus.Histogram
+	storeErrors *prometheus.CounterVec
+}
+
+// New makes the collectors and registers them in reg. Caddy gives every
+// loaded config a registry of its own, and the app registers once in it.
+func New(reg prometheus.Registerer) (*Metrics, error) {
+	const ns = "authgate"
+	m := &Metrics{
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "logins_total",
+			Help: "Login attempts by result (success, invalid_password, unknown_user, throttled, error)."}, []string{"result"}),
+		gate: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gate_decisions_total",
+			Help: "Gate decisions by outcome (allowed, redirected, denied, public, unavailable)."}, []string{"decision"}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "throttled_total",
+			Help: "Attempts refused because of too many failures, by kind (login, otp, reset)."}, []string{"kind"}),
+		mails: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "mails_total",
+			Help: "Mails by result (sent, failed)."}, []string{"result"}),
+		hashSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "password_hash_seconds",
+			Help:    "Time of one password hash or verification, queueing excluded.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5}}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
+			Help: "Failed store operations by store (postgres, redis)."}, []string{"store"}),
+	}
+	for _, c := range []prometheus.Collector{m.logins, m.gate, m.throttled, m.mails, m.hashSeconds, m.storeErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Login counts a login attempt by result.
+func (m *Metrics) Login(result string) {
+	if m != nil {
+		m.logins.WithLabelValues(result).Inc()
+	}
+}
+
+// Gate counts a gate decision.
+func (m *Metrics) Gate(decision string) {
+	if m != nil {
+		m.gate.WithLabelValues(decision).Inc()
+	}
+}
+
+// Throttled counts a refused attempt.
+func (m *Metrics) Throttled(kind string) {
+	if m != nil {
+		m.throttled.WithLabelValues(kind).Inc()
+	}
+}
+
+// Mail counts a mail by result.
+func (m *Metrics) Mail(result string) {
+	if m != nil {
+		m.mails.WithLabelValues(result).Inc()
+	}
+}
+
+// HashTime records the time of one password hash.
+func (m *Metrics) HashTime(d time.Duration) {
+	if m != nil {
+		m.hashSeconds.Observe(d.Seconds())
+	}
+}
+
+// StoreError counts a failed store operation.
+func (m *Metrics) StoreError(store string) {
+	if m != nil {
+		m.storeErrors.WithLabelValues(store).Inc()
+	}
+}
