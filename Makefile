@@ -1,0 +1,51 @@
+# make run: the plugin with throwaway stores and a demo app on :8080
+# make test: every test, against throwaway stores unless AUTHGATE_POSTGRES and
+#            AUTHGATE_REDIS name others
+# make build: bin/caddy, built by xcaddy from xcaddy.json
+
+# Our module is not published: the go commands must not look it up in the
+# module proxy or the checksum database. -mod=mod lets them complete go.mod.
+export GOPRIVATE := github.com/authgate/authgate
+export GOFLAGS := -mod=mod
+
+.PHONY: build run test deps deps-stores devstores clean
+
+build:
+	go run ./cmd/build -o bin/caddy
+
+run: deps-stores build devstores
+	bin/devstores -dir .data -demo 127.0.0.1:3000 -- bin/caddy run --config Caddyfile.example --adapter caddyfile
+
+test: deps devstores
+	bin/devstores -- go test -count=1 -timeout 12m ./...
+
+# A binary rather than go run, which would stand between devstores and the
+# terminal's signals.
+devstores:
+	go build -o bin/devstores ./cmd/devstores
+
+deps:
+	@$(call need,postgresql redis-server chromium)
+
+deps-stores:
+	@$(call need,postgresql redis-server)
+
+clean:
+	rm -rf bin .data
+
+# need checks for the Debian packages in $(1); as root it installs the
+# missing ones, otherwise it prints the command that would and fails.
+need = missing=; \
+	for p in $(1); do \
+		case $$p in \
+		postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1;; \
+		*) command -v $$p >/dev/null;; \
+		esac || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "missing:$$missing; install with: sudo apt-get install -y$$missing" >&2; \
+		exit 1; \
+	fi; \
+	echo "installing$$missing"; \
+	apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y$$missing

@@ -1,0 +1,75 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is a Redis server on 127.0.0.1 that keeps nothing on disk.
+type Redis struct {
+	server
+}
+
+// StartRedis starts redis-server on a free loopback port, with dir as its
+// working directory and the home of its log.
+func StartRedis(dir string) (*Redis, error) { return StartRedisOn(dir, 0) }
+
+// StartRedisOn is StartRedis on the given port; 0 picks a free one.
+func StartRedisOn(dir string, port int) (*Redis, error) {
+	bin, err := lookPath("redis-server", "redis-server")
+	if err != nil {
+		return nil, err
+	}
+	if dir, err = filepath.Abs(dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("redis directory: %w", err)
+	}
+	if port == 0 {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+	}
+	r := &Redis{server{
+		name:    "redis-server",
+		port:    port,
+		logPath: filepath.Join(dir, "redis.log"),
+		stopSig: syscall.SIGTERM,
+		command: func() *exec.Cmd {
+			return exec.Command(bin,
+				"--port", strconv.Itoa(port),
+				"--bind", "127.0.0.1",
+				"--save", "",
+				"--appendonly", "no",
+				"--dir", dir,
+			)
+		},
+	}}
+	r.ready = r.ping
+	if err := r.Start(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// URL returns the server's database 0 as a go-redis URL.
+func (r *Redis) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
+
+func (r *Redis) ping(ctx context.Context) error {
+	c := redis.NewClient(&redis.Options{
+		Addr:        "127.0.0.1:" + strconv.Itoa(r.port),
+		DialTimeout: time.Second,
+		ReadTimeout: time.Second,
+	})
+	defer c.Close()
+	return c.Ping(ctx).Err()
+}

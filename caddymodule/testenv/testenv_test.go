@@ -1,0 +1,159 @@
+package testenv_test
+
+import (
+	"context"
+	"database/sql"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/authgate/authgate/caddymodule/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+func TestOwnPostgres(t *testing.T) {
+	t.Parallel()
+	p := testenv.OwnPostgres(t)
+	checkFaults(t, p, func() error { return pgQuery(p.URL(), "SELECT 1") })
+}
+
+func TestOwnRedis(t *testing.T) {
+	t.Parallel()
+	r := testenv.OwnRedis(t)
+	checkFaults(t, r, func() error { return redisPing(r.URL()) })
+}
+
+// checkFaults checks that s answers, and does not while paused or stopped.
+func checkFaults(t *testing.T, s interface {
+	Pause() error
+	Resume() error
+	Stop() error
+	Start() error
+}, query func() error) {
+	up := func(step string) {
+		t.Helper()
+		if err := query(); err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+	}
+	down := func(step string) {
+		t.Helper()
+		if query() == nil {
+			t.Fatalf("%s: the server still answers", step)
+		}
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	up("started")
+	must(s.Pause())
+	down("paused")
+	must(s.Resume())
+	up("resumed")
+	must(s.Pause())
+	must(s.Stop()) // while paused
+	down("stopped")
+	must(s.Stop())
+	must(s.Start())
+	up("started again")
+}
+
+func TestPostgresKeepsItsCluster(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p, err := testenv.StartPostgres(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	if err := pgQuery(p.URL(), "CREATE TABLE kept (x int)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	p, err = testenv.StartPostgres(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	if err := pgQuery(p.URL(), "SELECT x FROM kept"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPostgresURL(t *testing.T) {
+	t.Parallel()
+	outer := testenv.PostgresURL(t)
+	var inner string
+	t.Run("fresh", func(t *testing.T) {
+		inner = testenv.PostgresURL(t)
+		if inner == outer {
+			t.Fatalf("two tests got the same database %s", inner)
+		}
+		if err := pgQuery(inner, "CREATE TABLE t (x int)"); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	u, err := url.Parse(inner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("postgres", outer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var dropped bool
+	err = db.QueryRow(`SELECT NOT EXISTS (SELECT FROM pg_database WHERE datname = $1)`, strings.TrimPrefix(u.Path, "/")).Scan(&dropped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dropped {
+		t.Errorf("database %s outlived its test", u.Path)
+	}
+}
+
+func TestRedisURL(t *testing.T) {
+	t.Parallel()
+	if err := redisPing(testenv.RedisURL(t)); err != nil {
+		t.Fatal(err)
+	}
+	a, b := testenv.Prefix(t), testenv.Prefix(t)
+	if a == b || !strings.Contains(a, "TestRedisURL") {
+		t.Errorf("prefixes %q and %q: want distinct, naming the test", a, b)
+	}
+}
+
+// pgQuery runs query on a new connection, so a paused server cannot answer
+// from a pooled one.
+func pgQuery(dsn, query string) error {
+	db, err := sql.Open("postgres", dsn+"&connect_timeout=2")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	_, err = db.Exec(query)
+	return err
+}
+
+func redisPing(rawURL string) error {
+	opt, err := redis.ParseURL(rawURL)
+	if err != nil {
+		return err
+	}
+	opt.DialTimeout, opt.ReadTimeout, opt.MaxRetries = time.Second, time.Second, -1
+	c := redis.NewClient(opt)
+	defer c.Close()
+	return c.Ping(context.Background()).Err()
+}
