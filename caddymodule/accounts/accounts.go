@@ -30,6 +30,8 @@ type User struct {
 	Email        string
 	PasswordHash string
 	CreatedAt    time.Time
+	// UpdatedAt is when the password last changed (or the account was made).
+	UpdatedAt time.Time
 }
 
 var (
@@ -65,7 +67,7 @@ func New(db *sql.DB, schema string) (*Store, error) {
 		return nil, fmt.Errorf("invalid schema name %q", schema)
 	}
 	t := pq.QuoteIdentifier(schema) + ".users"
-	cols := "id, userhash, username, coalesce(email, ''), password_hash, created_at"
+	cols := "id, userhash, username, coalesce(email, ''), password_hash, created_at, updated_at"
 	return &Store{db: db, schema: schema, q: queries{
 		insert: "INSERT INTO " + t + " (userhash, username, email, password_hash) VALUES ($1, $2, nullif($3, ''), $4) " +
 			"ON CONFLICT DO NOTHING RETURNING " + cols,
@@ -206,7 +208,7 @@ func (s *Store) Secret(ctx context.Context, name string, size int) ([]byte, erro
 func (s *Store) one(ctx context.Context, query string, args ...any) (User, error) {
 	var u User
 	err := s.db.QueryRowContext(ctx, query, args...).Scan(
-		&u.ID, &u.Userhash, &u.Username, &u.Email, &u.PasswordHash, &u.CreatedAt)
+		&u.ID, &u.Userhash, &u.Username, &u.Email, &u.PasswordHash, &u.CreatedAt, &u.UpdatedAt)
 	if errors.Is(err, sql.ErrNoRows) {
 		return User{}, ErrNotFound
 	}

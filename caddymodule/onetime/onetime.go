@@ -5,7 +5,7 @@
 // Redis holds only keyed hashes of them:
 //
 //	<prefix>:{<userhash>}:otp        hash {reqid, mac, tries}, expiring after the OTP lifetime
-//	<prefix>:reset:<sha256 hex>      the user id, expiring after the same lifetime
+//	<prefix>:reset:<sha256 hex>      "<user id>:<issued, Unix ns>", expiring after the same lifetime
 //
 // An OTP has a million values, so a plain hash of it would be reversed at
 // once by anyone who can read Redis; the HMAC key lives in PostgreSQL.
@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"math/big"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -133,13 +134,15 @@ func (s *Store) IssueResetToken(ctx context.Context, userID int64) (string, erro
 		return "", err
 	}
 	token := hex.EncodeToString(b)
-	if err := s.rdb.Set(ctx, s.resetKey(token), userID, s.ttl).Err(); err != nil {
+	value := strconv.FormatInt(userID, 10) + ":" + strconv.FormatInt(time.Now().UnixNano(), 10)
+	if err := s.rdb.Set(ctx, s.resetKey(token), value, s.ttl).Err(); err != nil {
 		return "", fmt.Errorf("storing reset token: %w", store.RedisErr(err))
 	}
 	return token, nil
 }
 
 // ConsumeResetToken uses up the token and returns the user id it was for.
+// Only one of several concurrent calls with the same token succeeds.
 func (s *Store) ConsumeResetToken(ctx context.Context, token string) (int64, error) {
 	if !validResetToken(token) {
 		return 0, ErrInvalid
@@ -151,31 +154,35 @@ func (s *Store) ConsumeResetToken(ctx context.Context, token string) (int64, err
 	if err != nil {
 		return 0, fmt.Errorf("using reset token: %w", store.RedisErr(err))
 	}
-	id, err := strconv.ParseInt(val, 10, 64)
-	if err != nil {
-		return 0, ErrInvalid
-	}
-	return id, nil
+	id, _, err := parseReset(val)
+	return id, err
 }
 
-// ResetTokenUser returns the user id of a live token without using it, so
-// that the new password can be checked before the token is spent.
-func (s *Store) ResetTokenUser(ctx context.Context, token string) (int64, error) {
+func parseReset(val string) (int64, time.Time, error) {
+	idText, issuedText, _ := strings.Cut(val, ":")
+	id, err1 := strconv.ParseInt(idText, 10, 64)
+	issued, err2 := strconv.ParseInt(issuedText, 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, time.Time{}, ErrInvalid
+	}
+	return id, time.Unix(0, issued), nil
+}
+
+// ResetTokenUser returns the user id of a live token and when it was
+// issued, without using it, so that the new password can be checked before
+// the token is spent, and a token older than the password refused.
+func (s *Store) ResetTokenUser(ctx context.Context, token string) (int64, time.Time, error) {
 	if !validResetToken(token) {
-		return 0, ErrInvalid
+		return 0, time.Time{}, ErrInvalid
 	}
 	val, err := s.rdb.Get(ctx, s.resetKey(token)).Result()
 	if errors.Is(err, redis.Nil) {
-		return 0, ErrInvalid
+		return 0, time.Time{}, ErrInvalid
 	}
 	if err != nil {
-		return 0, fmt.Errorf("reading reset token: %w", store.RedisErr(err))
+		return 0, time.Time{}, fmt.Errorf("reading reset token: %w", store.RedisErr(err))
 	}
-	id, err := strconv.ParseInt(val, 10, 64)
-	if err != nil {
-		return 0, ErrInvalid
-	}
-	return id, nil
+	return parseReset(val)
 }
 
 func validResetToken(token string) bool {

@@ -1,0 +1,487 @@
+// Package caddymodule is authgate's Caddy plugin: the "authgate" app holds
+// what all sites share (the stores and the account settings), and the
+// "http.handlers.authgate" handler puts the gate and the account endpoints
+// in front of a site. The work itself lives in the sub-packages; the files
+// here wire them into Caddy.
+package caddymodule
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyevents"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/authgate/authgate/caddymodule/accounts"
+	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/mail"
+	"github.com/authgate/authgate/caddymodule/metrics"
+	"github.com/authgate/authgate/caddymodule/onetime"
+	"github.com/authgate/authgate/caddymodule/password"
+	"github.com/authgate/authgate/caddymodule/sessions"
+	"github.com/authgate/authgate/caddymodule/store"
+	"github.com/authgate/authgate/caddymodule/throttle"
+)
+
+func init() {
+	caddy.RegisterModule(new(App))
+}
+
+// Defaults of the app's settings.
+const (
+	DefaultSchema      = "authgate"
+	DefaultRedisPrefix = "authgate"
+	DefaultSessionTTL  = 24 * time.Hour
+	DefaultMaxSessions = 10
+	DefaultCookieName  = "authgate_session"
+	DefaultOTPTTL      = 10 * time.Minute
+	DefaultMailFrom    = "authgate@localhost"
+	DefaultResetURL    = "{prefix}/reset?token={token}"
+)
+
+// App is the "authgate" app: the account and session stores and the
+// settings every site's authgate handler shares. In a Caddyfile it is the
+// global option `authgate { … }`.
+type App struct {
+	// PostgreSQL connection URL of the accounts database (required).
+	Postgres string `json:"postgres,omitempty"`
+	// PostgreSQL schema of the tables, created at start. Default: authgate.
+	Schema string `json:"schema,omitempty"`
+
+	// Redis URL (redis:// or rediss://) of the session store. Exactly one of
+	// redis, redis_sentinel and redis_cluster is required.
+	Redis string `json:"redis,omitempty"`
+	// Redis Sentinel group to use instead of a single server.
+	RedisSentinel *Sentinel `json:"redis_sentinel,omitempty"`
+	// Redis Cluster seed addresses to use instead of a single server.
+	RedisCluster []string `json:"redis_cluster,omitempty"`
+	// Prefix of every Redis key. Default: authgate.
+	RedisPrefix string `json:"redis_prefix,omitempty"`
+
+	// Development mailer: every mail is written to a file in this folder.
+	MailDir string `json:"mail_dir,omitempty"`
+	// Real mailer: smtp://user:pass@host:587 (STARTTLS) or smtps://… (TLS).
+	SMTP string `json:"smtp,omitempty"`
+	// Sender address of the mails. Default: authgate@localhost.
+	MailFrom string `json:"mail_from,omitempty"`
+
+	// "open" (default) lets anyone register; "closed" only the CLI.
+	Registration string `json:"registration,omitempty"`
+	// Absolute lifetime of a session. Default: 24h.
+	SessionTTL caddy.Duration `json:"session_ttl,omitempty"`
+	// Inactivity timeout of a session; 0 (default) turns it off.
+	SessionIdle caddy.Duration `json:"session_idle,omitempty"`
+	// Sessions per user; the oldest ends when one more starts. Default: 10.
+	MaxSessions int `json:"max_sessions,omitempty"`
+	// Name of the session cookie. Default: authgate_session.
+	CookieName string `json:"cookie_name,omitempty"`
+	// Domain of the session cookie, to share one login across subdomains.
+	CookieDomain string `json:"cookie_domain,omitempty"`
+	// Lifetime of an OTP or reset token. Default: 10m.
+	OTPTTL caddy.Duration `json:"otp_ttl,omitempty"`
+	// Link mailed by the REST dialect. {prefix} and {token} are filled in.
+	// Default: {prefix}/reset?token={token}.
+	ResetURL string `json:"reset_url,omitempty"`
+
+	// Cost of new password hashes. Default: OWASP's floor (19 MiB, t=2, p=1).
+	Argon2 *Argon2 `json:"argon2,omitempty"`
+	// Password hashes computed at once; more wait. Default: the CPU count.
+	HashConcurrency int `json:"hash_concurrency,omitempty"`
+	// Failed attempts allowed per username. Default: 10 in 15m.
+	ThrottleUser *Limit `json:"throttle_user,omitempty"`
+	// Failed attempts allowed per client IP. Default: 100 in 15m.
+	ThrottleIP *Limit `json:"throttle_ip,omitempty"`
+
+	stores  stores
+	runtime atomic.Pointer[auth.Service]
+	metrics *metrics.Metrics
+	events  *caddyevents.App
+	ctx     caddy.Context
+	logger  *zap.Logger
+}
+
+// Sentinel names a Redis Sentinel group.
+type Sentinel struct {
+	// Name of the master as the sentinels know it.
+	Master string `json:"master"`
+	// Addresses (host:port) of the sentinels.
+	Addrs []string `json:"addrs"`
+}
+
+// Argon2 is the cost of argon2id.
+type Argon2 struct {
+	// Memory in KiB (at least 19456).
+	MemoryKiB uint32 `json:"memory_kib"`
+	// Passes over the memory (at least 2).
+	Iterations uint32 `json:"iterations"`
+	// Lanes (at least 1).
+	Parallelism uint8 `json:"parallelism"`
+}
+
+// Limit is a number of failures within a window.
+type Limit struct {
+	Max    int            `json:"max"`
+	Window caddy.Duration `json:"window"`
+}
+
+type stores struct {
+	db       *sql.DB
+	rdb      redis.UniversalClient
+	accounts *accounts.Store
+	sessions *sessions.Store
+	redisCfg store.RedisConfig
+	release  []func()
+}
+
+// CaddyModule returns the Caddy module information.
+func (*App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "authgate",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision resolves placeholders, applies defaults and checks the settings,
+// then prepares the store connections without dialing them: `caddy validate`
+// needs no database.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.ctx = ctx
+	a.logger = ctx.Logger()
+	a.resolvePlaceholders()
+	a.setDefaults()
+	if err := a.check(); err != nil {
+		return err
+	}
+
+	db, release, err := store.Postgres(a.Postgres)
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	a.stores.db = db
+	a.stores.release = append(a.stores.release, release)
+	a.stores.accounts, err = accounts.New(db, a.Schema)
+	if err != nil {
+		return fmt.Errorf("schema: %w", err)
+	}
+	a.stores.redisCfg = a.redisConfig()
+	rdb, release, err := store.Redis(a.stores.redisCfg)
+	if err != nil {
+		return fmt.Errorf("redis: %w", err)
+	}
+	a.stores.rdb = rdb
+	a.stores.release = append(a.stores.release, release)
+	a.stores.sessions = sessions.New(rdb, sessions.Config{
+		Prefix: a.RedisPrefix, TTL: time.Duration(a.SessionTTL),
+		Idle: time.Duration(a.SessionIdle), MaxPerUser: a.MaxSessions,
+	})
+
+	if a.metrics, err = metrics.New(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	eventsApp, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading events app: %w", err)
+	}
+	a.events = eventsApp.(*caddyevents.App)
+	return nil
+}
+
+// Start connects to the stores, migrates the schema and makes the account
+// service live. A store that cannot be reached fails the start, naming it
+// (without its password), rather than serving a gate that cannot work.
+func (a *App) Start() error {
+	ctx, cancel := context.WithTimeout(a.ctx, 30*time.Second)
+	defer cancel()
+	svc, err := a.newService(ctx)
+	if err != nil {
+		return fmt.Errorf("authgate: %w", err)
+	}
+	a.runtime.Store(svc)
+	a.logger.Info("authgate started",
+		zap.String("postgres", store.Redact(a.Postgres)), zap.String("schema", a.Schema),
+		zap.Stringer("redis", a.stores.redisCfg), zap.String("registration", a.Registration))
+	return nil
+}
+
+// newService checks the stores and builds the account service over them.
+func (a *App) newService(ctx context.Context) (*auth.Service, error) {
+	rdb := a.stores.rdb
+	if err := store.Ping(ctx, a.stores.db, a.Postgres, rdb, a.stores.redisCfg); err != nil {
+		return nil, err
+	}
+	if err := a.stores.accounts.Migrate(ctx); err != nil {
+		return nil, fmt.Errorf("postgres %s: %w", store.Redact(a.Postgres), err)
+	}
+	secret, err := a.stores.accounts.Secret(ctx, "hmac", 32)
+	if err != nil {
+		return nil, err
+	}
+	params := password.DefaultParams()
+	if a.Argon2 != nil {
+		params = password.Params{Memory: a.Argon2.MemoryKiB, Time: a.Argon2.Iterations, Threads: a.Argon2.Parallelism}
+	}
+	hasher, err := password.NewHasher(params, a.HashConcurrency)
+	if err != nil {
+		return nil, err
+	}
+	hasher.Observe = a.metrics.HashTime
+	mailer, err := a.mailer()
+	if err != nil {
+		return nil, err
+	}
+	return &auth.Service{
+		Accounts: a.stores.accounts,
+		Sessions: a.stores.sessions,
+		OneTime:  onetime.New(rdb, a.RedisPrefix, secret, time.Duration(a.OTPTTL)),
+		Throttle: throttle.New(rdb, a.RedisPrefix, secret,
+			throttle.Limit{Max: a.ThrottleUser.Max, Window: time.Duration(a.ThrottleUser.Window)},
+			throttle.Limit{Max: a.ThrottleIP.Max, Window: time.Duration(a.ThrottleIP.Window)}),
+		Hasher:       hasher,
+		Mailer:       mailer,
+		MailFrom:     a.MailFrom,
+		Registration: a.Registration == "open",
+		Metrics:      a.metrics,
+		Logger:       a.logger,
+		Emit: func(name string, data map[string]any) {
+			a.events.Emit(a.ctx, name, data)
+		},
+	}, nil
+}
+
+func (a *App) mailer() (mail.Mailer, error) {
+	if a.SMTP != "" {
+		m, err := mail.NewSMTPMailer(a.SMTP)
+		if err != nil {
+			return nil, fmt.Errorf("smtp: %w", err)
+		}
+		return m, nil
+	}
+	if a.MailDir != "" {
+		m, err := mail.NewDirMailer(a.MailDir)
+		if err != nil {
+			return nil, fmt.Errorf("mail_dir: %w", err)
+		}
+		return m, nil
+	}
+	return noMailer{}, nil
+}
+
+// noMailer fails every mail: with no mailer configured, password recovery
+// answers that sending failed instead of pretending.
+type noMailer struct{}
+
+func (noMailer) Send(context.Context, mail.Message) error {
+	return errors.New("no mailer configured (set mail_dir or smtp)")
+}
+
+// Stop keeps the service: requests still in flight finish with it, and the
+// connections belong to the pool until Cleanup.
+func (a *App) Stop() error { return nil }
+
+// Cleanup releases this config's hold on the shared connections; they close
+// when no loaded config uses them any more.
+func (a *App) Cleanup() error {
+	for _, release := range a.stores.release {
+		release()
+	}
+	a.stores.release = nil
+	return nil
+}
+
+// service returns the live account service, or nil before Start.
+func (a *App) service() *auth.Service { return a.runtime.Load() }
+
+func (a *App) redisConfig() store.RedisConfig {
+	c := store.RedisConfig{URL: a.Redis, ClusterAddrs: a.RedisCluster}
+	if a.RedisSentinel != nil {
+		c.SentinelMaster, c.SentinelAddrs = a.RedisSentinel.Master, a.RedisSentinel.Addrs
+	}
+	return c
+}
+
+// resolvePlaceholders fills in {env.*} and other global placeholders in the
+// string settings, so that secrets can stay out of the config.
+func (a *App) resolvePlaceholders() {
+	repl := caddy.NewReplacer()
+	for _, s := range []*string{&a.Postgres, &a.Schema, &a.Redis, &a.RedisPrefix, &a.MailDir,
+		&a.SMTP, &a.MailFrom, &a.Registration, &a.CookieName, &a.CookieDomain} {
+		*s = repl.ReplaceKnown(*s, "")
+	}
+	for i := range a.RedisCluster {
+		a.RedisCluster[i] = repl.ReplaceKnown(a.RedisCluster[i], "")
+	}
+	if a.RedisSentinel != nil {
+		a.RedisSentinel.Master = repl.ReplaceKnown(a.RedisSentinel.Master, "")
+		for i := range a.RedisSentinel.Addrs {
+			a.RedisSentinel.Addrs[i] = repl.ReplaceKnown(a.RedisSentinel.Addrs[i], "")
+		}
+	}
+}
+
+func (a *App) setDefaults() {
+	setDefault(&a.Schema, DefaultSchema)
+	setDefault(&a.RedisPrefix, DefaultRedisPrefix)
+	setDefault(&a.MailFrom, DefaultMailFrom)
+	setDefault(&a.Registration, "open")
+	setDefault(&a.CookieName, DefaultCookieName)
+	setDefault(&a.ResetURL, DefaultResetURL)
+	if a.SessionTTL == 0 {
+		a.SessionTTL = caddy.Duration(DefaultSessionTTL)
+	}
+	if a.OTPTTL == 0 {
+		a.OTPTTL = caddy.Duration(DefaultOTPTTL)
+	}
+	if a.MaxSessions == 0 {
+		a.MaxSessions = DefaultMaxSessions
+	}
+	if a.ThrottleUser == nil {
+		a.ThrottleUser = &Limit{Max: 10, Window: caddy.Duration(15 * time.Minute)}
+	}
+	if a.ThrottleIP == nil {
+		a.ThrottleIP = &Limit{Max: 100, Window: caddy.Duration(15 * time.Minute)}
+	}
+}
+
+func setDefault(s *string, v string) {
+	if *s == "" {
+		*s = v
+	}
+}
+
+// check validates the settings without touching the network. Each error
+// names the directive, so that a config mistake is found at load time.
+// Values still holding a placeholder (at adapt time) are not judged.
+func (a *App) check() error {
+	fail := func(directive, format string, args ...any) error {
+		return fmt.Errorf("authgate: %s: %s", directive, fmt.Sprintf(format, args...))
+	}
+	unresolved := func(s string) bool { return strings.Contains(s, "{") }
+
+	switch {
+	case a.Postgres == "":
+		return fail("postgres", "required: the PostgreSQL URL of the accounts database")
+	case !unresolved(a.Postgres):
+		u, err := url.Parse(a.Postgres)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+			return fail("postgres", "not a postgres:// URL: %s", store.Redact(a.Postgres))
+		}
+	}
+	if !accounts.ValidSchema(a.Schema) && !unresolved(a.Schema) {
+		return fail("schema", "%q is not a plain lower-case identifier", a.Schema)
+	}
+
+	forms := 0
+	for _, set := range []bool{a.Redis != "", a.RedisSentinel != nil, len(a.RedisCluster) > 0} {
+		if set {
+			forms++
+		}
+	}
+	switch {
+	case forms == 0:
+		return fail("redis", "required: a redis:// URL, or redis_sentinel or redis_cluster")
+	case forms > 1:
+		return fail("redis", "use only one of redis, redis_sentinel and redis_cluster")
+	case a.Redis != "" && !unresolved(a.Redis):
+		u, err := url.Parse(a.Redis)
+		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+			return fail("redis", "not a redis:// or rediss:// URL: %s", store.Redact(a.Redis))
+		}
+		if _, err := a.redisConfig().Options(); err != nil {
+			return fail("redis", "%v", err)
+		}
+	case a.RedisSentinel != nil:
+		if a.RedisSentinel.Master == "" || len(a.RedisSentinel.Addrs) == 0 {
+			return fail("redis_sentinel", "needs a master name and at least one sentinel address")
+		}
+		if _, err := a.redisConfig().Options(); err != nil && !unresolved(strings.Join(a.RedisSentinel.Addrs, "")) {
+			return fail("redis_sentinel", "%v", err)
+		}
+	case len(a.RedisCluster) > 0:
+		if _, err := a.redisConfig().Options(); err != nil && !unresolved(strings.Join(a.RedisCluster, "")) {
+			return fail("redis_cluster", "%v", err)
+		}
+	}
+	if strings.ContainsAny(a.RedisPrefix, "{} \t\r\n") {
+		return fail("redis_prefix", "%q must not contain braces or spaces", a.RedisPrefix)
+	}
+
+	if a.MailDir != "" && a.SMTP != "" {
+		return fail("smtp", "use either mail_dir or smtp, not both")
+	}
+	if a.SMTP != "" && !unresolved(a.SMTP) {
+		if _, err := mail.NewSMTPMailer(a.SMTP); err != nil {
+			return fail("smtp", "%v", err)
+		}
+	}
+	if !unresolved(a.MailFrom) {
+		if _, err := (mail.Message{From: a.MailFrom, To: a.MailFrom}).Bytes(time.Now()); err != nil {
+			return fail("mail_from", "%q is not a mail address", a.MailFrom)
+		}
+	}
+	if a.Registration != "open" && a.Registration != "closed" && !unresolved(a.Registration) {
+		return fail("registration", "%q: must be open or closed", a.Registration)
+	}
+	if a.SessionTTL < caddy.Duration(time.Minute) {
+		return fail("session_ttl", "%s: must be at least 1m", time.Duration(a.SessionTTL))
+	}
+	if a.SessionIdle < 0 || (a.SessionIdle > 0 && a.SessionIdle < caddy.Duration(time.Minute)) {
+		return fail("session_idle", "%s: must be 0 (off) or at least 1m", time.Duration(a.SessionIdle))
+	}
+	if a.MaxSessions < 1 {
+		return fail("max_sessions", "%d: must be at least 1", a.MaxSessions)
+	}
+	if !validCookieName(a.CookieName) {
+		return fail("cookie_name", "%q is not a valid cookie name", a.CookieName)
+	}
+	if strings.ContainsAny(a.CookieDomain, " ;,\t\r\n") {
+		return fail("cookie_domain", "%q is not a domain", a.CookieDomain)
+	}
+	if a.OTPTTL < caddy.Duration(time.Minute) || a.OTPTTL > caddy.Duration(24*time.Hour) {
+		return fail("otp_ttl", "%s: must be between 1m and 24h", time.Duration(a.OTPTTL))
+	}
+	if !strings.Contains(a.ResetURL, "{token}") {
+		return fail("reset_url", "%q must contain {token}", a.ResetURL)
+	}
+	if a.Argon2 != nil {
+		p := password.Params{Memory: a.Argon2.MemoryKiB, Time: a.Argon2.Iterations, Threads: a.Argon2.Parallelism}
+		if err := p.Validate(); err != nil {
+			return fail("argon2", "%v", err)
+		}
+	}
+	if a.HashConcurrency < 0 {
+		return fail("hash_concurrency", "%d: must not be negative", a.HashConcurrency)
+	}
+	for name, l := range map[string]*Limit{"throttle_user": a.ThrottleUser, "throttle_ip": a.ThrottleIP} {
+		if l.Max < 1 || l.Window < caddy.Duration(time.Second) {
+			return fail(name, "needs at least 1 attempt and a window of at least 1s")
+		}
+	}
+	return nil
+}
+
+func validCookieName(name string) bool {
+	if name == "" || len(name) > 64 {
+		return false
+	}
+	for _, c := range name {
+		if c <= ' ' || c >= 0x7f || strings.ContainsRune(`()<>@,;:\"/[]?={}`, c) {
+			return false
+		}
+	}
+	return true
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

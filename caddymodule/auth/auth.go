@@ -1,0 +1,571 @@
+// Package auth holds the account operations that every front door shares:
+// the users API, the REST dialect, the pages and the CLI all log in,
+// register and reset passwords through one Service, so the rules (throttling,
+// password policy, session handling, audit) live in one place.
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	netmail "net/mail"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/authgate/authgate/caddymodule/accounts"
+	"github.com/authgate/authgate/caddymodule/mail"
+	"github.com/authgate/authgate/caddymodule/metrics"
+	"github.com/authgate/authgate/caddymodule/onetime"
+	"github.com/authgate/authgate/caddymodule/password"
+	"github.com/authgate/authgate/caddymodule/sessions"
+	"github.com/authgate/authgate/caddymodule/store"
+	"github.com/authgate/authgate/caddymodule/throttle"
+)
+
+// Errors of the account operations. Each front door maps them to its own
+// dialect; store.ErrUnavailable (a store is down) may come from any of them.
+var (
+	ErrInvalidInput       = errors.New("invalid input")
+	ErrUnknownUser        = errors.New("unknown user")
+	ErrInvalidPassword    = errors.New("invalid password")
+	ErrExists             = errors.New("user already exists")
+	ErrRegistrationClosed = errors.New("registration is closed")
+	ErrNoEmail            = errors.New("no email address set")
+	ErrInvalidCode        = errors.New("invalid or expired code")
+	ErrMailFailed         = errors.New("sending mail failed")
+	ErrTooWeak            = password.ErrTooWeak
+)
+
+// ThrottledError says that the subject has failed too often; it may try again
+// after RetryAfter.
+type ThrottledError struct{ RetryAfter time.Duration }
+
+func (e *ThrottledError) Error() string {
+	return fmt.Sprintf("too many attempts, retry after %s", e.RetryAfter.Round(time.Second))
+}
+
+// Limits on input sizes, so that no field can be used to exhaust anything.
+const (
+	MaxUsername = 64
+	MaxEmail    = 254
+	// Passwords are at most 1024 characters (password.CheckStrength); a
+	// byte bound of four times that stops oversized input before any work.
+	maxPasswordBytes = 4 * 1024
+)
+
+// Service performs account operations. Its fields are set once at start.
+type Service struct {
+	Accounts *accounts.Store
+	Sessions *sessions.Store
+	OneTime  *onetime.Store
+	Throttle *throttle.Limiter
+	Hasher   *password.Hasher
+	Mailer   mail.Mailer
+	MailFrom string
+	// Registration tells whether anyone may create an account.
+	Registration bool
+	Metrics      *metrics.Metrics
+	Logger       *zap.Logger
+	// Emit sends an audit event (Caddy's events app); nil sends none.
+	Emit func(name string, data map[string]any)
+}
+
+// Login checks the credentials and starts a new session.
+func (s *Service) Login(ctx context.Context, username, pw, ip string) (accounts.User, string, sessions.Session, error) {
+	u, err := s.Verify(ctx, username, pw, ip)
+	if err != nil {
+		return accounts.User{}, "", sessions.Session{}, err
+	}
+	token, sess, err := s.StartSession(ctx, u)
+	if err != nil {
+		return accounts.User{}, "", sessions.Session{}, err
+	}
+	s.Metrics.Login("success")
+	s.audit("login_succeeded", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("session", sessions.FormatID(sess.ID)))
+	return u, token, sess, nil
+}
+
+// Verify checks the credentials without starting a session. Unknown users
+// cost the same hashing time as wrong passwords, and both count as failures
+// of the username and the client IP.
+func (s *Service) Verify(ctx context.Context, username, pw, ip string) (accounts.User, error) {
+	// Only the size is checked: a name that could never be registered is
+	// simply unknown, and costs as much as any other.
+	if username == "" || len(username) > 4*MaxUsername || pw == "" || len(pw) > maxPasswordBytes {
+		return accounts.User{}, ErrInvalidInput
+	}
+	subject := throttle.Subject{Kind: "login", Username: username, IP: ip}
+	if err := s.checkThrottle(ctx, subject); err != nil {
+		s.Metrics.Login(resultOf(err))
+		return accounts.User{}, err
+	}
+	u, err := s.Accounts.ByUsername(ctx, username)
+	switch {
+	case errors.Is(err, accounts.ErrNotFound):
+		if err := s.Hasher.Burn(ctx); err != nil {
+			return accounts.User{}, err
+		}
+		err = s.fail(ctx, subject, ErrUnknownUser)
+		s.Metrics.Login(resultOf(err))
+		return accounts.User{}, err
+	case err != nil:
+		s.storeError(err)
+		return accounts.User{}, err
+	}
+	ok, rehash, err := s.Hasher.Verify(ctx, pw, u.PasswordHash)
+	if err != nil {
+		return accounts.User{}, fmt.Errorf("verifying password of user %d: %w", u.ID, err)
+	}
+	if !ok {
+		err = s.fail(ctx, subject, ErrInvalidPassword)
+		s.Metrics.Login(resultOf(err))
+		return accounts.User{}, err
+	}
+	if rehash {
+		s.upgradeHash(ctx, u, pw)
+	}
+	if err := s.Throttle.Forget(ctx, subject); err != nil {
+		s.Logger.Warn("clearing login throttle", zap.Error(err))
+	}
+	return u, nil
+}
+
+// StartSession starts a session for an account whose identity is already
+// established (after login, registration with autologin, password change).
+func (s *Service) StartSession(ctx context.Context, u accounts.User) (string, sessions.Session, error) {
+	token, sess, err := s.Sessions.Create(ctx, sessions.Session{
+		UserID: u.ID, Userhash: u.Userhash, Username: u.Username, Email: u.Email,
+	})
+	if err != nil {
+		s.storeError(err)
+	}
+	return token, sess, err
+}
+
+// upgradeHash replaces an imported or outdated hash with one of the current
+// cost. A failure leaves the old, still valid hash in place.
+func (s *Service) upgradeHash(ctx context.Context, u accounts.User, pw string) {
+	h, err := s.Hasher.Hash(ctx, pw)
+	if err == nil {
+		err = s.Accounts.SetPassword(ctx, u.ID, h)
+	}
+	if err != nil {
+		s.Logger.Warn("re-hashing password", zap.Int64("user_id", u.ID), zap.Error(err))
+		return
+	}
+	s.Logger.Info("password re-hashed with current parameters", zap.Int64("user_id", u.ID))
+}
+
+// Register creates an account.
+func (s *Service) Register(ctx context.Context, username, pw, email, ip string) (accounts.User, error) {
+	if !s.Registration {
+		return accounts.User{}, ErrRegistrationClosed
+	}
+	email = strings.TrimSpace(email)
+	if !validUsername(username) || !validEmail(email) || len(pw) > maxPasswordBytes {
+		return accounts.User{}, ErrInvalidInput
+	}
+	if err := password.CheckStrength(username, pw); err != nil {
+		return accounts.User{}, err
+	}
+	// Most duplicates are caught here, before paying for a hash; a
+	// concurrent registration of the same name is caught by the insert.
+	if _, err := s.Accounts.ByUsername(ctx, username); err == nil {
+		return accounts.User{}, ErrExists
+	} else if !errors.Is(err, accounts.ErrNotFound) {
+		s.storeError(err)
+		return accounts.User{}, err
+	}
+	h, err := s.Hasher.Hash(ctx, pw)
+	if err != nil {
+		return accounts.User{}, err
+	}
+	u, err := s.Accounts.Create(ctx, username, email, h)
+	if errors.Is(err, accounts.ErrExists) {
+		return accounts.User{}, ErrExists
+	}
+	if err != nil {
+		s.storeError(err)
+		return accounts.User{}, err
+	}
+	s.audit("user_registered", u.Username, ip, zap.Int64("user_id", u.ID))
+	return u, nil
+}
+
+// RequestOTP mails a new OTP to the user and returns the account and the
+// request id that must come back with the code.
+func (s *Service) RequestOTP(ctx context.Context, username, ip string) (accounts.User, string, error) {
+	if username == "" || len(username) > 4*MaxUsername {
+		return accounts.User{}, "", ErrInvalidInput
+	}
+	// Each request sends a mail: count them all, so nobody can mail-bomb.
+	subject := throttle.Subject{Kind: "mail", Username: username, IP: ip}
+	if err := s.checkThrottle(ctx, subject); err != nil {
+		return accounts.User{}, "", err
+	}
+	if err := s.Throttle.Fail(ctx, subject); err != nil {
+		return accounts.User{}, "", err
+	}
+	u, err := s.Accounts.ByUsername(ctx, username)
+	if errors.Is(err, accounts.ErrNotFound) {
+		return accounts.User{}, "", ErrUnknownUser
+	}
+	if err != nil {
+		s.storeError(err)
+		return accounts.User{}, "", err
+	}
+	if u.Email == "" {
+		return accounts.User{}, "", ErrNoEmail
+	}
+	reqid, code, err := s.OneTime.IssueOTP(ctx, u.Userhash)
+	if err != nil {
+		s.storeError(err)
+		return accounts.User{}, "", err
+	}
+	body := fmt.Sprintf("Your one-time code to reset the password of %s is:\n\n    %s\n\n"+
+		"It is valid for %s. If you did not ask for it, ignore this mail: your password stays as it is.\n",
+		u.Username, code, humanDuration(s.OneTime.TTL()))
+	if err := s.send(ctx, u, "Your password reset code", body); err != nil {
+		_ = s.OneTime.DropOTP(ctx, u.Userhash)
+		return accounts.User{}, "", err
+	}
+	s.audit("otp_requested", u.Username, ip, zap.Int64("user_id", u.ID))
+	return u, reqid, nil
+}
+
+// ResetWithOTP sets a new password when the OTP is right, and ends every
+// session and OTP of the user. A weak password is refused before the OTP is
+// tried, so the user does not lose the code to a typo.
+func (s *Service) ResetWithOTP(ctx context.Context, userhash, reqid, code, newPassword, ip string) (accounts.User, error) {
+	if len(userhash) > 64 || len(reqid) > 64 || len(code) > 16 || len(newPassword) > maxPasswordBytes {
+		return accounts.User{}, ErrInvalidInput
+	}
+	if !validUserhash(userhash) {
+		return accounts.User{}, ErrUnknownUser
+	}
+	u, err := s.Accounts.ByUserhash(ctx, userhash)
+	if errors.Is(err, accounts.ErrNotFound) {
+		return accounts.User{}, ErrUnknownUser
+	}
+	if err != nil {
+		s.storeError(err)
+		return accounts.User{}, err
+	}
+	if err := password.CheckStrength(u.Username, newPassword); err != nil {
+		return accounts.User{}, err
+	}
+	subject := throttle.Subject{Kind: "otp", Username: u.Username, IP: ip}
+	if err := s.checkThrottle(ctx, subject); err != nil {
+		return accounts.User{}, err
+	}
+	if err := s.OneTime.CheckOTP(ctx, u.Userhash, reqid, code); err != nil {
+		if errors.Is(err, onetime.ErrInvalid) {
+			s.audit("password_reset_failed", u.Username, ip, zap.Int64("user_id", u.ID))
+			return accounts.User{}, s.fail(ctx, subject, ErrInvalidCode)
+		}
+		s.storeError(err)
+		return accounts.User{}, err
+	}
+	if err := s.setPassword(ctx, u, newPassword, ""); err != nil {
+		return accounts.User{}, err
+	}
+	s.audit("password_changed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("by", "otp"))
+	return u, nil
+}
+
+// ResetWithToken sets a new password with a mailed reset token (the REST
+// dialect's recovery), spends the token, and ends every session of the user.
+func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip string) (accounts.User, error) {
+	if len(token) > 128 || len(newPassword) > maxPasswordBytes {
+		return accounts.User{}, ErrInvalidInput
+	}
+	// Tokens cannot be guessed, but failures still count per client IP, so
+	// nobody can even try at scale.
+	subject := throttle.Subject{Kind: "reset", IP: ip}
+	if err := s.checkThrottle(ctx, subject); err != nil {
+		return accounts.User{}, err
+	}
+	id, issued, err := s.OneTime.ResetTokenUser(ctx, token)
+	if errors.Is(err, onetime.ErrInvalid) {
+		return accounts.User{}, s.fail(ctx, subject, ErrInvalidCode)
+	}
+	if err != nil {
+		s.storeError(err)
+		return accounts.User{}, err
+	}
+	u, err := s.Accounts.ByID(ctx, id)
+	if errors.Is(err, accounts.ErrNotFound) || (err == nil && u.UpdatedAt.After(issued)) {
+		// A token older than the current password belongs to a recovery
+		// that another change has already settled.
+		return accounts.User{}, s.fail(ctx, subject, ErrInvalidCode)
+	}
+	if err != nil {
+		s.storeError(err)
+		return accounts.User{}, err
+	}
+	if err := password.CheckStrength(u.Username, newPassword); err != nil {
+		return accounts.User{}, err
+	}
+	if spent, err := s.OneTime.ConsumeResetToken(ctx, token); err != nil || spent != id {
+		if err == nil || errors.Is(err, onetime.ErrInvalid) {
+			return accounts.User{}, ErrInvalidCode // spent by a concurrent request
+		}
+		s.storeError(err)
+		return accounts.User{}, err
+	}
+	if err := s.setPassword(ctx, u, newPassword, ""); err != nil {
+		return accounts.User{}, err
+	}
+	s.audit("password_changed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("by", "reset_token"))
+	return u, nil
+}
+
+// ChangePassword sets a new password for an account whose identity is
+// established (by its session or its current password) and ends every
+// session of the user but the one with id keepID (empty: all of them).
+func (s *Service) ChangePassword(ctx context.Context, u accounts.User, newPassword, keepID, ip string) error {
+	if len(newPassword) > maxPasswordBytes {
+		return ErrInvalidInput
+	}
+	if err := password.CheckStrength(u.Username, newPassword); err != nil {
+		return err
+	}
+	if err := s.setPassword(ctx, u, newPassword, keepID); err != nil {
+		return err
+	}
+	s.audit("password_changed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("by", "password_change"))
+	return nil
+}
+
+// MailResetLink mails the user a link with a new single-use reset token;
+// link builds the URL around the token.
+func (s *Service) MailResetLink(ctx context.Context, u accounts.User, ip string, link func(token string) string) error {
+	if u.Email == "" {
+		return ErrNoEmail
+	}
+	subject := throttle.Subject{Kind: "mail", Username: u.Username, IP: ip}
+	if err := s.checkThrottle(ctx, subject); err != nil {
+		return err
+	}
+	if err := s.Throttle.Fail(ctx, subject); err != nil {
+		return err
+	}
+	token, err := s.OneTime.IssueResetToken(ctx, u.ID)
+	if err != nil {
+		s.storeError(err)
+		return err
+	}
+	body := fmt.Sprintf("To set a new password for %s, open this link:\n\n%s\n\n"+
+		"It works once and for %s. If you did not ask for it, ignore this mail: your password stays as it is.\n",
+		u.Username, link(token), humanDuration(s.OneTime.TTL()))
+	if err := s.send(ctx, u, "Reset your password", body); err != nil {
+		return err
+	}
+	s.audit("reset_link_sent", u.Username, ip, zap.Int64("user_id", u.ID))
+	return nil
+}
+
+// setPassword stores a new hash and ends the user's sessions but keepID, and
+// any OTP still pending.
+func (s *Service) setPassword(ctx context.Context, u accounts.User, newPassword, keepID string) error {
+	h, err := s.Hasher.Hash(ctx, newPassword)
+	if err != nil {
+		return err
+	}
+	if err := s.Accounts.SetPassword(ctx, u.ID, h); err != nil {
+		s.storeError(err)
+		return err
+	}
+	n, err := s.Sessions.RevokeUser(ctx, u.Userhash, keepID)
+	if err != nil {
+		// The password changed but old sessions may live on: say so loudly.
+		s.Logger.Error("ending sessions after password change", zap.Int64("user_id", u.ID), zap.Error(err))
+		s.storeError(err)
+		return err
+	}
+	if err := s.OneTime.DropOTP(ctx, u.Userhash); err != nil {
+		s.Logger.Warn("dropping OTP after password change", zap.Int64("user_id", u.ID), zap.Error(err))
+	}
+	s.Logger.Info("sessions ended after password change", zap.Int64("user_id", u.ID), zap.Int("sessions", n))
+	return nil
+}
+
+// Authenticate returns the live session of token.
+func (s *Service) Authenticate(ctx context.Context, token string) (sessions.Session, error) {
+	sess, err := s.Sessions.Lookup(ctx, token)
+	if err != nil && !errors.Is(err, sessions.ErrNotFound) {
+		s.storeError(err)
+	}
+	return sess, err
+}
+
+// Account returns the account behind a session.
+func (s *Service) Account(ctx context.Context, sess sessions.Session) (accounts.User, error) {
+	u, err := s.Accounts.ByID(ctx, sess.UserID)
+	if err != nil && !errors.Is(err, accounts.ErrNotFound) {
+		s.storeError(err)
+	}
+	return u, err
+}
+
+// Logout ends the session of token.
+func (s *Service) Logout(ctx context.Context, token, ip string) error {
+	sess, err := s.Sessions.Lookup(ctx, token)
+	if errors.Is(err, sessions.ErrNotFound) {
+		return nil
+	}
+	if err == nil {
+		err = s.Sessions.Delete(ctx, token)
+	}
+	if err != nil {
+		s.storeError(err)
+		return err
+	}
+	s.audit("logout", sess.Username, ip, zap.Int64("user_id", sess.UserID), zap.String("session", sessions.FormatID(sess.ID)))
+	return nil
+}
+
+func (s *Service) checkThrottle(ctx context.Context, subject throttle.Subject) error {
+	wait, err := s.Throttle.Check(ctx, subject)
+	if err != nil {
+		s.storeError(err)
+		return err
+	}
+	if wait > 0 {
+		s.Metrics.Throttled(subject.Kind)
+		s.Logger.Warn("attempt throttled", zap.String("kind", subject.Kind),
+			zap.String("username", subject.Username), zap.String("client_ip", subject.IP), zap.Duration("retry_after", wait))
+		return &ThrottledError{RetryAfter: wait}
+	}
+	return nil
+}
+
+// fail counts a failure and returns cause, or the store's error when the
+// failure could not be counted: an uncounted failure must not pass quietly.
+func (s *Service) fail(ctx context.Context, subject throttle.Subject, cause error) error {
+	if err := s.Throttle.Fail(ctx, subject); err != nil {
+		s.storeError(err)
+		return err
+	}
+	if subject.Kind == "login" {
+		reason := "invalid_password"
+		if cause == ErrUnknownUser {
+			reason = "unknown_user"
+		}
+		s.audit("login_failed", subject.Username, subject.IP, zap.String("reason", reason))
+	}
+	return cause
+}
+
+func (s *Service) send(ctx context.Context, u accounts.User, subject, body string) error {
+	err := s.Mailer.Send(ctx, mail.Message{From: s.MailFrom, To: u.Email, Subject: subject, Body: body})
+	if err != nil {
+		s.Metrics.Mail("failed")
+		s.Logger.Error("sending mail", zap.Int64("user_id", u.ID), zap.Error(err))
+		return fmt.Errorf("%w: %w", ErrMailFailed, err)
+	}
+	s.Metrics.Mail("sent")
+	return nil
+}
+
+// audit writes the structured log line of an account event and emits it as a
+// Caddy event. Callers pass no secret: names, ids and addresses only.
+func (s *Service) audit(event, username, ip string, fields ...zap.Field) {
+	fields = append(fields, zap.String("username", username), zap.String("client_ip", ip))
+	s.Logger.Info(strings.ReplaceAll(event, "_", " "), append(fields, zap.String("event", event))...)
+	if s.Emit != nil {
+		data := map[string]any{"username": username, "client_ip": ip}
+		for _, f := range fields {
+			switch {
+			case f.String != "":
+				data[f.Key] = f.String
+			case f.Integer != 0:
+				data[f.Key] = f.Integer
+			}
+		}
+		s.Emit("authgate."+event, data)
+	}
+}
+
+func (s *Service) storeError(err error) {
+	var outage *store.OutageError
+	if errors.As(err, &outage) {
+		s.Metrics.StoreError(outage.Store)
+	}
+}
+
+func resultOf(err error) string {
+	var t *ThrottledError
+	switch {
+	case err == nil:
+		return "success"
+	case errors.As(err, &t):
+		return "throttled"
+	case errors.Is(err, ErrInvalidPassword):
+		return "invalid_password"
+	case errors.Is(err, ErrUnknownUser):
+		return "unknown_user"
+	default:
+		return "error"
+	}
+}
+
+// validUsername keeps names printable, short, and free of the characters that
+// the dialects use as separators (':' in Basic credentials, '/' in paths).
+func validUsername(name string) bool {
+	if name == "" || len(name) > 4*MaxUsername || !utf8.ValidString(name) ||
+		utf8.RuneCountInString(name) > MaxUsername {
+		return false
+	}
+	for _, r := range name {
+		if unicode.IsSpace(r) || !unicode.IsPrint(r) || r == ':' || r == '/' || r == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidUsername tells whether name is acceptable as a username.
+func ValidUsername(name string) bool { return validUsername(name) }
+
+func validEmail(email string) bool {
+	if email == "" {
+		return true
+	}
+	if len(email) > MaxEmail {
+		return false
+	}
+	a, err := netmail.ParseAddress(email)
+	return err == nil && a.Name == "" && a.Address == email
+}
+
+func validUserhash(h string) bool {
+	if len(h) != 32 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if c := h[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// humanDuration says a lifetime the way a mail would: "10 minutes".
+func humanDuration(d time.Duration) string {
+	unit, n := "minute", int64(d/time.Minute)
+	if d >= time.Hour && d%time.Hour == 0 {
+		unit, n = "hour", int64(d/time.Hour)
+	}
+	if n == 1 {
+		return "1 " + unit
+	}
+	return fmt.Sprintf("%d %ss", n, unit)
+}
+
+// HumanDuration is humanDuration for the pages.
+func HumanDuration(d time.Duration) string { return humanDuration(d) }

@@ -1,0 +1,255 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("authgate", parseGlobalOption)
+	httpcaddyfile.RegisterHandlerDirective("authgate", parseHandler)
+	// Right after Caddy's own auth handlers: before reverse_proxy as the
+	// contract says, and also before handle, respond and file_server, so
+	// that no other handler of the site can answer ahead of the gate.
+	httpcaddyfile.RegisterDirectiveOrder("authgate", httpcaddyfile.After, "forward_auth")
+}
+
+// parseGlobalOption reads the global option block:
+//
+//	authgate {
+//		postgres       <url>
+//		schema         <name>
+//		redis          <url>
+//		redis_sentinel <master> <addr>...
+//		redis_cluster  <addr>...
+//		redis_prefix   <string>
+//		mail_dir       <dir>
+//		smtp           <url>
+//		mail_from      <address>
+//		registration   open|closed
+//		session_ttl    <duration>
+//		session_idle   <duration>
+//		max_sessions   <n>
+//		cookie_name    <name>
+//		cookie_domain  <domain>
+//		otp_ttl        <duration>
+//		reset_url      <template>
+//		argon2         <memory_kib> <iterations> <parallelism>
+//		hash_concurrency <n>
+//		throttle_user  <max> <window>
+//		throttle_ip    <max> <window>
+//	}
+//
+// The settings are checked here as well as at provisioning, so that
+// `caddy adapt` already names a wrong directive.
+func parseGlobalOption(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("authgate: the global option may appear only once")
+	}
+	app := new(App)
+	if err := app.UnmarshalCaddyfile(d); err != nil {
+		return nil, err
+	}
+	// The JSON keeps only what was written; the defaults are for the check.
+	raw := caddyconfig.JSON(app, nil)
+	app.setDefaults()
+	if err := app.check(); err != nil {
+		return nil, d.Err(err.Error())
+	}
+	return httpcaddyfile.App{Name: "authgate", Value: raw}, nil
+}
+
+// UnmarshalCaddyfile sets up the app from Caddyfile tokens.
+func (a *App) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the option's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	seen := map[string]bool{}
+	for d.NextBlock(0) {
+		directive := d.Val()
+		if seen[directive] {
+			return d.Errf("authgate: %s: given twice", directive)
+		}
+		seen[directive] = true
+		args := d.RemainingArgs()
+		if err := a.setDirective(d, directive, args); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *App) setDirective(d *caddyfile.Dispenser, directive string, args []string) error {
+	want := func(n int) error {
+		if len(args) != n {
+			return d.Errf("authgate: %s: takes %d argument(s), got %d", directive, n, len(args))
+		}
+		return nil
+	}
+	str := func(dst *string) error {
+		if err := want(1); err != nil {
+			return err
+		}
+		*dst = args[0]
+		return nil
+	}
+	dur := func(dst *caddy.Duration, s string) error {
+		v, err := caddy.ParseDuration(resolveNow(s))
+		if err != nil {
+			return d.Errf("authgate: %s: %q is not a duration (like 30m or 24h)", directive, s)
+		}
+		*dst = caddy.Duration(v)
+		return nil
+	}
+	num := func(dst *int, s string) error {
+		v, err := strconv.Atoi(resolveNow(s))
+		if err != nil {
+			return d.Errf("authgate: %s: %q is not a whole number", directive, s)
+		}
+		*dst = v
+		return nil
+	}
+	limit := func(dst **Limit) error {
+		if err := want(2); err != nil {
+			return err
+		}
+		l := new(Limit)
+		if err := num(&l.Max, args[0]); err != nil {
+			return err
+		}
+		*dst = l
+		return dur(&l.Window, args[1])
+	}
+
+	switch directive {
+	case "postgres":
+		return str(&a.Postgres)
+	case "schema":
+		return str(&a.Schema)
+	case "redis":
+		return str(&a.Redis)
+	case "redis_sentinel":
+		if len(args) < 2 {
+			return d.Errf("authgate: redis_sentinel: needs a master name and at least one sentinel address")
+		}
+		a.RedisSentinel = &Sentinel{Master: args[0], Addrs: args[1:]}
+	case "redis_cluster":
+		if len(args) < 1 {
+			return d.Errf("authgate: redis_cluster: needs at least one address")
+		}
+		a.RedisCluster = args
+	case "redis_prefix":
+		return str(&a.RedisPrefix)
+	case "mail_dir":
+		return str(&a.MailDir)
+	case "smtp":
+		return str(&a.SMTP)
+	case "mail_from":
+		return str(&a.MailFrom)
+	case "registration":
+		return str(&a.Registration)
+	case "session_ttl", "session_idle", "otp_ttl":
+		if err := want(1); err != nil {
+			return err
+		}
+		dst := map[string]*caddy.Duration{"session_ttl": &a.SessionTTL, "session_idle": &a.SessionIdle, "otp_ttl": &a.OTPTTL}[directive]
+		return dur(dst, args[0])
+	case "max_sessions", "hash_concurrency":
+		if err := want(1); err != nil {
+			return err
+		}
+		dst := map[string]*int{"max_sessions": &a.MaxSessions, "hash_concurrency": &a.HashConcurrency}[directive]
+		return num(dst, args[0])
+	case "cookie_name":
+		return str(&a.CookieName)
+	case "cookie_domain":
+		return str(&a.CookieDomain)
+	case "reset_url":
+		return str(&a.ResetURL)
+	case "argon2":
+		if err := want(3); err != nil {
+			return err
+		}
+		var m, t, p int
+		for i, dst := range []*int{&m, &t, &p} {
+			if err := num(dst, args[i]); err != nil {
+				return err
+			}
+			if *dst < 0 || *dst > 1<<31 {
+				return d.Errf("authgate: argon2: %q is out of range", args[i])
+			}
+		}
+		if p > 255 {
+			return d.Errf("authgate: argon2: parallelism %d is above 255", p)
+		}
+		a.Argon2 = &Argon2{MemoryKiB: uint32(m), Iterations: uint32(t), Parallelism: uint8(p)}
+	case "throttle_user":
+		return limit(&a.ThrottleUser)
+	case "throttle_ip":
+		return limit(&a.ThrottleIP)
+	default:
+		return d.Errf("authgate: unknown directive %q", directive)
+	}
+	return nil
+}
+
+// resolveNow fills in {env.*} in a number or duration at adapt time: the
+// JSON config holds those as numbers, so they cannot wait for run time.
+func resolveNow(s string) string {
+	return caddy.NewReplacer().ReplaceKnown(s, "")
+}
+
+// parseHandler reads the site directive:
+//
+//	authgate {
+//		prefix      /auth
+//		account_api /api/user
+//		public      /healthz /assets/*
+//		title       "Example Corp"
+//	}
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	handler := new(Handler)
+	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	return handler, handler.Validate()
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive's name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		directive := d.Val()
+		args := d.RemainingArgs()
+		switch directive {
+		case "prefix", "account_api", "title":
+			if len(args) != 1 {
+				return d.Errf("authgate: %s: takes one argument", directive)
+			}
+			*map[string]*string{"prefix": &h.Prefix, "account_api": &h.AccountAPI, "title": &h.Title}[directive] = args[0]
+		case "public":
+			if len(args) == 0 {
+				return d.Errf("authgate: public: takes one or more path patterns")
+			}
+			h.Public = append(h.Public, args...)
+		default:
+			return d.Errf("authgate: unknown directive %q", directive)
+		}
+	}
+	return nil
+}
+
+// Interface guards
+var (
+	_ caddyfile.Unmarshaler = (*App)(nil)
+	_ caddyfile.Unmarshaler = (*Handler)(nil)
+)

@@ -1,0 +1,292 @@
+package caddymodule
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+
+	"github.com/authgate/authgate/caddymodule/accounts"
+	"github.com/authgate/authgate/caddymodule/testenv"
+)
+
+func adapt(t *testing.T, text string) ([]byte, error) {
+	t.Helper()
+	out, _, err := caddyfile.Adapter{ServerType: httpcaddyfile.ServerType{}}.Adapt([]byte(text), nil)
+	return out, err
+}
+
+const specCaddyfile = `{
+	authgate {
+		postgres      postgres://authgate@localhost/authgate?sslmode=disable
+		redis         redis://127.0.0.1:6379/0
+		redis_prefix  myapp
+		mail_dir      /tmp/mail
+		mail_from     login@example.com
+		registration  closed
+		session_ttl   12h
+		session_idle  30m
+		max_sessions  3
+		cookie_name   sid
+		cookie_domain example.com
+		otp_ttl       15m
+		reset_url     https://app.example.com/reset?t={token}
+	}
+}
+
+app.example.com {
+	authgate {
+		prefix       /login-area
+		account_api  /api/user
+		public       /healthz /assets/*
+	}
+	reverse_proxy 127.0.0.1:3000
+}
+`
+
+func TestCaddyfileAdaptsToJSON(t *testing.T) {
+	out, err := adapt(t, specCaddyfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Apps struct {
+			Authgate map[string]any `json:"authgate"`
+			HTTP     struct {
+				Servers map[string]struct {
+					Routes []struct {
+						Handle []struct {
+							Routes []struct {
+								Handle []map[string]any `json:"handle"`
+							} `json:"routes"`
+						} `json:"handle"`
+					} `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"postgres": "postgres://authgate@localhost/authgate?sslmode=disable", "redis": "redis://127.0.0.1:6379/0",
+		"redis_prefix": "myapp", "mail_dir": "/tmp/mail", "mail_from": "login@example.com", "registration": "closed",
+		"session_ttl": 12 * 3600e9, "session_idle": 30 * 60e9, "max_sessions": 3.0, "cookie_name": "sid",
+		"cookie_domain": "example.com", "otp_ttl": 15 * 60e9, "reset_url": "https://app.example.com/reset?t={token}",
+	}
+	for k, v := range want {
+		if cfg.Apps.Authgate[k] != v {
+			t.Errorf("authgate.%s = %v, want %v", k, cfg.Apps.Authgate[k], v)
+		}
+	}
+	if len(cfg.Apps.Authgate) != len(want) {
+		t.Errorf("authgate app has %d settings, want %d: %v", len(cfg.Apps.Authgate), len(want), cfg.Apps.Authgate)
+	}
+	var handlers []string
+	var gate map[string]any
+	for _, srv := range cfg.Apps.HTTP.Servers {
+		for _, h := range srv.Routes[0].Handle[0].Routes {
+			for _, hh := range h.Handle {
+				handlers = append(handlers, hh["handler"].(string))
+				if hh["handler"] == "authgate" {
+					gate = hh
+				}
+			}
+		}
+	}
+	if strings.Join(handlers, ",") != "authgate,reverse_proxy" {
+		t.Fatalf("handler order %v", handlers)
+	}
+	if gate["prefix"] != "/login-area" || gate["account_api"] != "/api/user" ||
+		strings.Join(toStrings(gate["public"]), " ") != "/healthz /assets/*" {
+		t.Fatalf("handler %v", gate)
+	}
+}
+
+func toStrings(v any) []string {
+	var out []string
+	for _, s := range v.([]any) {
+		out = append(out, s.(string))
+	}
+	return out
+}
+
+// Every config mistake fails at adapt time with the directive's name.
+func TestCaddyfileErrorsNameTheDirective(t *testing.T) {
+	const base = "postgres postgres://u@localhost/db\n\t\tredis redis://localhost:6379\n"
+	for _, tc := range []struct{ global, site, directive string }{
+		{global: base + "session_ttl forever", directive: "session_ttl"},
+		{global: base + "session_idle 10", directive: "session_idle"},
+		{global: base + "registration maybe", directive: "registration"},
+		{global: "redis redis://localhost:6379", directive: "postgres"},
+		{global: "postgres mysql://u@localhost/db\n\t\tredis redis://localhost:6379", directive: "postgres"},
+		{global: "postgres postgres://u@localhost/db", directive: "redis"},
+		{global: "postgres postgres://u@localhost/db\n\t\tredis localhost:6379", directive: "redis"},
+		{global: base + "redis_cluster 10.0.0.1:7000", directive: "redis"},
+		{global: base + "max_sessions -1", directive: "max_sessions"},
+		{global: base + "max_sessions lots", directive: "max_sessions"},
+		{global: base + "otp_ttl 1s", directive: "otp_ttl"},
+		{global: base + "cookie_name a;b", directive: "cookie_name"},
+		{global: base + "reset_url https://x/reset", directive: "reset_url"},
+		{global: base + "mail_from nobody", directive: "mail_from"},
+		{global: base + "smtp ftp://mail.example.com", directive: "smtp"},
+		{global: base + "argon2 1024 1 1", directive: "argon2"},
+		{global: base + "throttle_user 0 1m", directive: "throttle_user"},
+		{global: base + "colour blue", directive: "colour"},
+		{global: base + "schema Bad-Name", directive: "schema"},
+		{global: base, site: "prefix auth", directive: "prefix"},
+		{global: base, site: "account_api /auth/api", directive: "account_api"},
+		{global: base, site: "public", directive: "public"},
+	} {
+		text := "{\n\tauthgate {\n\t\t" + tc.global + "\n\t}\n}\n:8080 {\n\tauthgate {\n\t\t" + tc.site + "\n\t}\n\trespond ok\n}\n"
+		_, err := adapt(t, text)
+		if err == nil || !strings.Contains(err.Error(), tc.directive) {
+			t.Errorf("%s / %s: error %v, want one naming %s", tc.global, tc.site, err, tc.directive)
+		}
+	}
+}
+
+// JSON configs (which skip the Caddyfile) are checked when provisioning.
+func TestValidateChecksJSONConfig(t *testing.T) {
+	for _, tc := range []struct{ app, want string }{
+		{`{"redis":"redis://localhost:6379"}`, "postgres"},
+		{`{"postgres":"postgres://u@h/db","redis":"redis://h:1","registration":"maybe"}`, "registration"},
+		{`{"postgres":"postgres://u@h/db","redis":"redis://h:1","max_sessions":-4}`, "max_sessions"},
+		{`{"postgres":"postgres://u@h/db","redis":"redis://h:1","redis_cluster":["h:2"]}`, "redis"},
+	} {
+		err := caddy.Validate(&caddy.Config{AppsRaw: caddy.ModuleMap{"authgate": json.RawMessage(tc.app)}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want one naming %s", tc.app, err, tc.want)
+		}
+	}
+}
+
+func TestEnvPlaceholders(t *testing.T) {
+	t.Setenv("AG_TEST_PG", "postgres://u:secret@db/app")
+	t.Setenv("AG_TEST_TTL", "2h")
+	out, err := adapt(t, "{\n\tauthgate {\n\t\tpostgres {env.AG_TEST_PG}\n\t\tredis redis://h:6379\n\t\tsession_ttl {env.AG_TEST_TTL}\n\t}\n}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Strings keep the placeholder (no secret in the adapted JSON); numbers
+	// are resolved at adapt time.
+	if !strings.Contains(string(out), `"postgres":"{env.AG_TEST_PG}"`) || !strings.Contains(string(out), `"session_ttl":7200000000000`) {
+		t.Fatalf("adapted: %s", out)
+	}
+	app := &App{Postgres: "{env.AG_TEST_PG}"}
+	app.resolvePlaceholders()
+	if app.Postgres != "postgres://u:secret@db/app" {
+		t.Fatalf("resolved %q", app.Postgres)
+	}
+}
+
+// Instances starting at once on an empty database take turns migrating and
+// end up with one schema.
+func TestConcurrentMigrations(t *testing.T) {
+	dsn := testenv.PostgresURL(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			db, err := sql.Open("postgres", dsn)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer db.Close()
+			s, err := accounts.New(db, "authgate")
+			if err == nil {
+				err = s.Migrate(context.Background())
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	db, _ := sql.Open("postgres", dsn)
+	defer db.Close()
+	var schemas, versions int
+	_ = db.QueryRow("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'authgate'").Scan(&schemas)
+	_ = db.QueryRow("SELECT count(*) FROM authgate.schema_migrations").Scan(&versions)
+	if schemas != 1 || versions != 1 {
+		t.Fatalf("%d schemas, %d migration rows", schemas, versions)
+	}
+}
+
+// A reload with the same stores keeps the same connection pools.
+func TestReloadKeepsPools(t *testing.T) {
+	e := newEnv(t, options{})
+	first := activeApp(t)
+	e.register("rose", "rose-password", "")
+	c := e.client()
+	e.login(c, "rose", "rose-password")
+
+	cfg := activeConfigText(e, "max_sessions 5")
+	e.load(cfg)
+	second := activeApp(t)
+	if first == second {
+		t.Fatal("no new app after reload")
+	}
+	if first.stores.db != second.stores.db || first.stores.rdb != second.stores.rdb {
+		t.Fatal("reload opened new pools")
+	}
+	if err := second.stores.db.Ping(); err != nil {
+		t.Fatalf("pool closed by the old config's cleanup: %v", err)
+	}
+	r := e.do(c, "GET", "/auth/users/info", nil)
+	e.expect(r, 200, true, "")
+}
+
+func activeApp(t *testing.T) *App {
+	t.Helper()
+	ctx := caddy.ActiveContext()
+	app, err := ctx.AppIfConfigured("authgate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return app.(*App)
+}
+
+// activeConfigText rebuilds the env's Caddyfile with an extra global line.
+func activeConfigText(e *env, extra string) string {
+	port := strings.TrimPrefix(e.base, "http://127.0.0.1:")
+	return "{\n\tadmin off\n\tpersist_config off\n\tauthgate {\n\t\tpostgres " + e.pg + "\n\t\tredis " + e.redisURL +
+		"\n\t\tredis_prefix " + e.prefix + "\n\t\t" + extra + "\n\t}\n}\nhttp://127.0.0.1:" + port +
+		" {\n\tbind 127.0.0.1\n\tauthgate\n\trespond ok\n}\n"
+}
+
+// A store that cannot be reached at start fails the start, naming the URL
+// but never its password.
+func TestUnreachableStoreFailsStart(t *testing.T) {
+	for _, tc := range []struct{ pg, redis, want string }{
+		{"postgres://authgate:hunter2@127.0.0.1:1/authgate?sslmode=disable&connect_timeout=2", testenv.RedisURL(t), "postgres://authgate:xxxxx@127.0.0.1:1"},
+		{testenv.PostgresURL(t), "redis://:hunter2@127.0.0.1:1/0", "redis://:xxxxx@127.0.0.1:1"},
+	} {
+		text := "{\n\tadmin off\n\tpersist_config off\n\tauthgate {\n\t\tpostgres " + tc.pg + "\n\t\tredis " + tc.redis + "\n\t}\n}\n"
+		cfg, err := adapt(t, text)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = caddy.Load(cfg, true)
+		if err == nil {
+			_ = caddy.Stop()
+			t.Fatalf("started with an unreachable store")
+		}
+		if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "hunter2") {
+			t.Fatalf("error %q, want it to name %s without the password", err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,259 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/pages"
+	"github.com/authgate/authgate/caddymodule/restapi"
+	"github.com/authgate/authgate/caddymodule/sessions"
+	"github.com/authgate/authgate/caddymodule/usersapi"
+	"github.com/authgate/authgate/caddymodule/web"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// The identity headers the gate sets for the upstream. A client's own copies
+// are always removed first, so the upstream can trust them.
+const (
+	HeaderUser   = "Remote-User"
+	HeaderEmail  = "Remote-Email"
+	HeaderUserID = "Remote-User-Id"
+)
+
+// DefaultPrefix is where the pages and the users API live by default.
+const DefaultPrefix = "/auth"
+
+// Handler is the "http.handlers.authgate" handler. It serves the account
+// endpoints under Prefix (and AccountAPI), and lets any other request
+// through only with a valid session, telling the upstream who the user is.
+type Handler struct {
+	// Path prefix of the login pages and the users API. Default: /auth.
+	Prefix string `json:"prefix,omitempty"`
+	// Path prefix of the REST account dialect; empty (default) turns it off.
+	AccountAPI string `json:"account_api,omitempty"`
+	// Path patterns that need no session, as Caddy's path matcher reads them
+	// (/healthz, /assets/*).
+	Public []string `json:"public,omitempty"`
+	// Product name shown on the login pages. Default: authgate.
+	Title string `json:"title,omitempty"`
+
+	app    *App
+	public caddyhttp.MatchPath
+	users  *usersapi.API
+	pages  *pages.Pages
+	rest   *restapi.API
+	cookie web.Cookie
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.authgate",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision joins the handler to the authgate app, which every site shares.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.Prefix == "" {
+		h.Prefix = DefaultPrefix
+	}
+	h.Prefix = strings.TrimSuffix(h.Prefix, "/")
+	h.AccountAPI = strings.TrimSuffix(h.AccountAPI, "/")
+	appIface, err := ctx.App("authgate")
+	if err != nil {
+		return fmt.Errorf("authgate global options: %w", err)
+	}
+	h.app = appIface.(*App)
+	h.public = caddyhttp.MatchPath(h.Public)
+	if err := h.public.Provision(ctx); err != nil {
+		return fmt.Errorf("public: %w", err)
+	}
+	h.cookie = web.Cookie{Name: h.app.CookieName, Domain: h.app.CookieDomain}
+	h.users = &usersapi.API{Cookie: h.cookie, Logger: h.logger}
+	if h.Title == "" {
+		h.Title = "authgate"
+	}
+	h.pages = &pages.Pages{Cookie: h.cookie, Prefix: h.Prefix, Title: h.Title, Logger: h.logger}
+	h.rest = &restapi.API{Cookie: h.cookie, ResetURL: h.app.ResetURL, Prefix: h.Prefix, Logger: h.logger}
+	return nil
+}
+
+// Validate checks the handler's paths.
+func (h *Handler) Validate() error {
+	prefix := h.Prefix
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	for directive, p := range map[string]string{"prefix": prefix, "account_api": h.AccountAPI} {
+		if p != "" && (!strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*{} ") || p == "/") {
+			return fmt.Errorf("authgate: %s: %q must be a path like /auth", directive, p)
+		}
+	}
+	if h.AccountAPI != "" && (under(h.AccountAPI, prefix) || under(prefix, h.AccountAPI)) {
+		return fmt.Errorf("authgate: account_api: %q overlaps prefix %q", h.AccountAPI, prefix)
+	}
+	for _, p := range h.Public {
+		if !strings.HasPrefix(p, "/") && p != "*" {
+			return fmt.Errorf("authgate: public: %q must be a path pattern starting with /", p)
+		}
+	}
+	return nil
+}
+
+// ServeHTTP routes a request to the account endpoints, or through the gate.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	hdr := r.Header
+	hdr.Del(HeaderUser)
+	hdr.Del(HeaderEmail)
+	hdr.Del(HeaderUserID)
+
+	svc := h.app.service()
+	path := r.URL.Path
+	switch {
+	case under(path, h.Prefix):
+		if svc == nil {
+			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
+		}
+		if name, ok := strings.CutPrefix(path, h.Prefix+"/users/"); ok {
+			api := *h.users
+			api.Service = svc
+			api.Serve(w, r, name)
+			return nil
+		}
+		pg := *h.pages
+		pg.Service = svc
+		if !pg.Serve(w, r, strings.TrimPrefix(path, h.Prefix)) {
+			usersapi.Fail(w, http.StatusNotFound, usersapi.NotFound)
+		}
+		return nil
+	case h.AccountAPI != "" && under(path, h.AccountAPI):
+		if svc == nil {
+			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
+		}
+		api := *h.rest
+		api.Service = svc
+		api.Serve(w, r, strings.TrimPrefix(path, h.AccountAPI))
+		return nil
+	}
+
+	if len(h.public) > 0 {
+		if ok, err := h.public.MatchWithError(r); err != nil {
+			return caddyhttp.Error(http.StatusInternalServerError, err)
+		} else if ok {
+			h.app.metrics.Gate("public")
+			return next.ServeHTTP(w, r)
+		}
+	}
+	return h.gate(w, r, next, svc)
+}
+
+var errNotStarted = errors.New("authgate is starting")
+
+// gate passes the request upstream only with a live session: one Redis
+// round trip, no PostgreSQL.
+func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler, svc *auth.Service) error {
+	if svc == nil {
+		h.app.metrics.Gate("unavailable")
+		return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
+	}
+	token, fromHeader := h.cookie.Token(r)
+	if token == "" {
+		return h.deny(w, r)
+	}
+	sess, err := svc.Sessions.Lookup(r.Context(), token)
+	if errors.Is(err, sessions.ErrNotFound) {
+		return h.deny(w, r)
+	}
+	if err != nil {
+		// Fail closed: without Redis nobody passes.
+		h.app.metrics.Gate("unavailable")
+		h.app.metrics.StoreError("redis")
+		return caddyhttp.Error(http.StatusServiceUnavailable, err)
+	}
+	h.app.metrics.Gate("allowed")
+
+	userID := strconv.FormatInt(sess.UserID, 10)
+	hdr := r.Header
+	hdr.Set(HeaderUser, sess.Username)
+	hdr.Set(HeaderUserID, userID)
+	if sess.Email != "" {
+		hdr.Set(HeaderEmail, sess.Email)
+	}
+	// The session token is ours: the upstream gets the identity, not the key.
+	if fromHeader {
+		hdr.Del("Authorization")
+	} else {
+		stripCookie(r, h.cookie.Name)
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	repl.Set("http.auth.user.id", sess.Username)
+	repl.Set("http.auth.user.user_id", userID)
+	repl.Set("http.auth.user.email", sess.Email)
+	return next.ServeHTTP(w, r)
+}
+
+// deny sends a browser that navigates to the login page, with the way back,
+// and answers anything else (API calls, assets) 401 in the users API's form.
+func (h *Handler) deny(w http.ResponseWriter, r *http.Request) error {
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		strings.Contains(r.Header.Get("Accept"), "text/html") {
+		h.app.metrics.Gate("redirected")
+		target := h.Prefix + "/login?redirect=" + url.QueryEscape(r.URL.RequestURI())
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, target, http.StatusFound)
+		return nil
+	}
+	h.app.metrics.Gate("denied")
+	w.Header().Set("WWW-Authenticate", `Bearer realm="authgate"`)
+	usersapi.Fail(w, http.StatusUnauthorized, usersapi.PleaseLogin)
+	return nil
+}
+
+// stripCookie removes the session cookie from the request, keeping the
+// upstream's own cookies as they were.
+func stripCookie(r *http.Request, name string) {
+	lines := r.Header["Cookie"]
+	kept := lines[:0]
+	for _, line := range lines {
+		var parts []string
+		for _, part := range strings.Split(line, ";") {
+			if k, _, _ := strings.Cut(strings.TrimSpace(part), "="); k != name {
+				parts = append(parts, strings.TrimSpace(part))
+			}
+		}
+		if len(parts) > 0 {
+			kept = append(kept, strings.Join(parts, "; "))
+		}
+	}
+	if len(kept) == 0 {
+		r.Header.Del("Cookie")
+		return
+	}
+	r.Header["Cookie"] = kept
+}
+
+func under(path, prefix string) bool {
+	return path == prefix || (strings.HasPrefix(path, prefix) && path[len(prefix)] == '/')
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

@@ -1,0 +1,321 @@
+package caddymodule
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+	_ "github.com/lib/pq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/authgate/authgate/caddymodule/testenv"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// env is one running Caddy with authgate in front of an upstream that echoes
+// the identity headers it receives, over real PostgreSQL and Redis.
+type env struct {
+	t        *testing.T
+	base     string // http://127.0.0.1:port
+	pg       string
+	redisURL string
+	prefix   string
+	mailDir  string
+	logFile  string
+	db       *sql.DB
+	rdb      *redis.Client
+}
+
+// options change the generated Caddyfile.
+type options struct {
+	global   string // extra lines in the authgate global block
+	site     string // extra lines in the site's authgate block
+	postgres string // default: a fresh database on the shared server
+	redis    string // default: the shared server
+	smtp     string // an SMTP URL instead of the mail_dir mailer
+}
+
+func newEnv(t *testing.T, opts options) *env {
+	t.Helper()
+	e := &env{t: t, pg: opts.postgres, redisURL: opts.redis, prefix: testenv.Prefix(t)}
+	if e.pg == "" {
+		e.pg = testenv.PostgresURL(t)
+	}
+	if e.redisURL == "" {
+		e.redisURL = testenv.RedisURL(t)
+	}
+	dir := t.TempDir()
+	e.mailDir = filepath.Join(dir, "mail")
+	e.logFile = filepath.Join(dir, "caddy.log")
+
+	upstream := &http.Server{Handler: http.HandlerFunc(echoIdentity), ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = upstream.Serve(ln) }()
+	t.Cleanup(func() { _ = upstream.Close() })
+
+	mailer := "mail_dir " + e.mailDir
+	if opts.smtp != "" {
+		mailer = "smtp " + opts.smtp
+	}
+	port := freePort(t)
+	e.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	cfg := fmt.Sprintf(`{
+	admin off
+	persist_config off
+	log {
+		output file %s
+		level DEBUG
+	}
+	authgate {
+		postgres %s
+		redis %s
+		redis_prefix %s
+		%s
+		%s
+	}
+}
+http://127.0.0.1:%d {
+	bind 127.0.0.1
+	authgate {
+		public /healthz /assets/*
+		%s
+	}
+	reverse_proxy %s
+}
+`, e.logFile, e.pg, e.redisURL, e.prefix, mailer, opts.global, port, opts.site, ln.Addr())
+	e.load(cfg)
+
+	e.db, err = sql.Open("postgres", e.pg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.db.Close() })
+	ropts, err := redis.ParseURL(e.redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.rdb = redis.NewClient(ropts)
+	t.Cleanup(func() { _ = e.rdb.Close() })
+	return e
+}
+
+// load adapts and runs a Caddyfile in this process, as `caddy run` would.
+func (e *env) load(caddyfileText string) {
+	e.t.Helper()
+	adapter := caddyfile.Adapter{ServerType: httpcaddyfile.ServerType{}}
+	cfgJSON, _, err := adapter.Adapt([]byte(caddyfileText), nil)
+	if err != nil {
+		e.t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfileText)
+	}
+	if err := caddy.Load(cfgJSON, true); err != nil {
+		e.t.Fatalf("loading config: %v", err)
+	}
+	e.t.Cleanup(func() { _ = caddy.Stop() })
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// echoIdentity is the upstream: it tells what the gate passed on.
+func echoIdentity(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]string{
+		"user":          r.Header.Get("Remote-User"),
+		"email":         r.Header.Get("Remote-Email"),
+		"user_id":       r.Header.Get("Remote-User-Id"),
+		"uri":           r.URL.RequestURI(),
+		"cookie":        r.Header.Get("Cookie"),
+		"authorization": r.Header.Get("Authorization"),
+	})
+}
+
+// client is a browser-like HTTP client: it keeps cookies and does not follow
+// redirects, so tests see them.
+func (e *env) client() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{
+		Jar:           jar,
+		Timeout:       20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// reply is a decoded response.
+type reply struct {
+	status int
+	header http.Header
+	body   []byte
+	json   map[string]any
+}
+
+// message returns data.message of the users-API envelope.
+func (r reply) message() any {
+	data, _ := r.json["data"].(map[string]any)
+	return data["message"]
+}
+
+func (r reply) success() any { return r.json["success"] }
+
+// field returns data.message.<name> of a success envelope.
+func (r reply) field(name string) any {
+	m, _ := r.message().(map[string]any)
+	return m[name]
+}
+
+func (r reply) str(name string) string {
+	s, _ := r.field(name).(string)
+	return s
+}
+
+// do sends a request; body may be a string (sent as is) or a map (sent as JSON).
+func (e *env) do(c *http.Client, method, path string, body any, header ...string) reply {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = strings.NewReader(string(j))
+	}
+	req, err := http.NewRequest(method, e.base+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, ok := body.(map[string]any); ok {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	if c == nil {
+		c = e.client()
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	r := reply{status: resp.StatusCode, header: resp.Header, body: raw}
+	_ = json.Unmarshal(raw, &r.json)
+	return r
+}
+
+// expect checks a users-API reply: status, success and data.message (for a
+// string message).
+func (e *env) expect(r reply, status int, success bool, message string) {
+	e.t.Helper()
+	if r.status != status || r.success() != success {
+		e.t.Fatalf("got %d %s, want %d success=%v message=%s", r.status, r.body, status, success, message)
+	}
+	if message != "" && r.message() != message {
+		e.t.Fatalf("got message %v (%s), want %s", r.message(), r.body, message)
+	}
+}
+
+// register makes an account through the API.
+func (e *env) register(username, password, email string) {
+	e.t.Helper()
+	r := e.do(nil, "POST", "/auth/users/register", map[string]any{"username": username, "password": password, "email": email})
+	e.expect(r, 200, true, "USER_INSERT_OK")
+}
+
+// login logs c in and returns the login reply.
+func (e *env) login(c *http.Client, username, password string) reply {
+	e.t.Helper()
+	r := e.do(c, "POST", "/auth/users/login", map[string]any{"username": username, "password": password})
+	e.expect(r, 200, true, "")
+	return r
+}
+
+// lastMail returns the newest mail in the mail folder.
+func (e *env) lastMail() string {
+	e.t.Helper()
+	entries, err := os.ReadDir(e.mailDir)
+	if err != nil || len(entries) == 0 {
+		e.t.Fatalf("no mail in %s: %v", e.mailDir, err)
+	}
+	var newest os.DirEntry
+	var newestTime time.Time
+	for _, ent := range entries {
+		info, err := ent.Info()
+		if err == nil && !info.ModTime().Before(newestTime) {
+			newest, newestTime = ent, info.ModTime()
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(e.mailDir, newest.Name()))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// scalar runs a query returning one value.
+func (e *env) scalar(query string, args ...any) any {
+	e.t.Helper()
+	var v any
+	if err := e.db.QueryRowContext(context.Background(), query, args...).Scan(&v); err != nil {
+		e.t.Fatalf("%s: %v", query, err)
+	}
+	return v
+}
+
+// redisDump returns every key and value under the env's prefix as text.
+func (e *env) redisDump() string {
+	e.t.Helper()
+	ctx := context.Background()
+	var b strings.Builder
+	iter := e.rdb.Scan(ctx, 0, e.prefix+":*", 1000).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		b.WriteString(key + " = ")
+		switch e.rdb.Type(ctx, key).Val() {
+		case "string":
+			b.WriteString(e.rdb.Get(ctx, key).Val())
+		case "hash":
+			fmt.Fprint(&b, e.rdb.HGetAll(ctx, key).Val())
+		case "zset":
+			fmt.Fprint(&b, e.rdb.ZRange(ctx, key, 0, -1).Val())
+		}
+		b.WriteString("\n")
+	}
+	if err := iter.Err(); err != nil {
+		e.t.Fatal(err)
+	}
+	return b.String()
+}
+
+func formBody(kv ...string) string {
+	v := url.Values{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		v.Set(kv[i], kv[i+1])
+	}
+	return v.Encode()
+}

@@ -1,0 +1,298 @@
+// Package pages serves the browser pages under {prefix}: login, register,
+// reset and logout. They are plain server-rendered HTML from embedded
+// templates, with one inline stylesheet and no JavaScript, so they work in
+// any browser and leak nothing to third parties.
+package pages
+
+import (
+	"bytes"
+	"embed"
+	"errors"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/store"
+	"github.com/authgate/authgate/caddymodule/web"
+)
+
+//go:embed templates/*.html
+var files embed.FS
+
+var templates = func() map[string]*template.Template {
+	out := map[string]*template.Template{}
+	for _, name := range []string{"login", "register", "reset", "logout", "message"} {
+		out[name] = template.Must(template.ParseFS(files, "templates/layout.html", "templates/"+name+".html"))
+	}
+	return out
+}()
+
+// Pages serves the browser pages of one site.
+type Pages struct {
+	Service *auth.Service
+	Cookie  web.Cookie
+	Prefix  string
+	// Title is the product name line shown above every form.
+	Title  string
+	Logger *zap.Logger
+}
+
+// view is what a template sees.
+type view struct {
+	Title, Heading, Prefix, Error, Notice string
+	Redirect, Username, Email             string
+	RegistrationOpen                      bool
+	Step, Userhash, Reqid, Token          string
+	Done                                  bool
+}
+
+// Serve answers the page name (the path after the prefix) and reports
+// whether there is such a page.
+func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool {
+	var serve func(http.ResponseWriter, *http.Request)
+	switch strings.Trim(name, "/") {
+	case "login", "":
+		serve = p.login
+	case "register":
+		serve = p.register
+	case "reset":
+		serve = p.reset
+	case "logout":
+		serve = p.logout
+	default:
+		return false
+	}
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	case http.MethodPost:
+		if !web.SameOrigin(r) {
+			p.render(w, http.StatusForbidden, "message", view{Heading: "Request refused",
+				Error: "This form was sent from another site, so it was refused. Open the page here and try again."})
+			return true
+		}
+		if err := r.ParseForm(); err != nil {
+			p.render(w, http.StatusBadRequest, "message", view{Heading: "Request refused", Error: "The form could not be read."})
+			return true
+		}
+	default:
+		w.Header().Set("Allow", "GET, HEAD, POST")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return true
+	}
+	serve(w, r)
+	return true
+}
+
+func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
+	v := view{Heading: "Log in", Redirect: SafeRedirect(r.FormValue("redirect")), RegistrationOpen: p.Service.Registration}
+	if r.Method != http.MethodPost {
+		p.render(w, http.StatusOK, "login", v)
+		return
+	}
+	v.Username = r.PostFormValue("username")
+	username, password := v.Username, r.PostFormValue("password")
+	if username == "" || password == "" {
+		v.Error = "Enter your username and password."
+		p.render(w, http.StatusBadRequest, "login", v)
+		return
+	}
+	_, token, sess, err := p.Service.Login(r.Context(), username, password, web.ClientIP(r))
+	if err != nil {
+		status, msg := p.explain(err)
+		if errors.Is(err, auth.ErrInvalidPassword) || errors.Is(err, auth.ErrUnknownUser) {
+			status, msg = http.StatusUnauthorized, "Wrong username or password."
+		}
+		v.Error = msg
+		p.render(w, status, "login", v)
+		return
+	}
+	p.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+	http.Redirect(w, r, v.Redirect, http.StatusSeeOther)
+}
+
+func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
+	v := view{Heading: "Create an account", Redirect: SafeRedirect(r.FormValue("redirect"))}
+	if !p.Service.Registration {
+		v.Error = "Registration is closed. Ask an administrator for an account."
+		p.render(w, http.StatusForbidden, "message", v)
+		return
+	}
+	if r.Method != http.MethodPost {
+		p.render(w, http.StatusOK, "register", v)
+		return
+	}
+	v.Username, v.Email = r.PostFormValue("username"), r.PostFormValue("email")
+	u, err := p.Service.Register(r.Context(), v.Username, r.PostFormValue("password"), v.Email, web.ClientIP(r))
+	if err != nil {
+		status, msg := p.explain(err)
+		switch {
+		case errors.Is(err, auth.ErrExists):
+			status, msg = http.StatusConflict, "That username is taken. Choose another, or log in."
+		case errors.Is(err, auth.ErrInvalidInput):
+			msg = "Usernames are 1 to 64 characters without spaces, ':' or '/'; the email must be a plain address."
+		}
+		v.Error = msg
+		p.render(w, status, "register", v)
+		return
+	}
+	token, sess, err := p.Service.StartSession(r.Context(), u)
+	if err != nil {
+		// The account exists; only the automatic login failed.
+		http.Redirect(w, r, p.Prefix+"/login?redirect="+url.QueryEscape(v.Redirect), http.StatusSeeOther)
+		return
+	}
+	p.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+	http.Redirect(w, r, v.Redirect, http.StatusSeeOther)
+}
+
+func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
+	v := view{Heading: "Reset your password", Step: "request"}
+	if token := r.FormValue("token"); token != "" {
+		v.Step, v.Token = "token", token
+	}
+	if r.Method != http.MethodPost {
+		p.render(w, http.StatusOK, "reset", v)
+		return
+	}
+	ip := web.ClientIP(r)
+	switch r.PostFormValue("step") {
+	case "request":
+		v.Username = r.PostFormValue("username")
+		u, reqid, err := p.Service.RequestOTP(r.Context(), v.Username, ip)
+		if err != nil {
+			status, msg := p.explain(err)
+			switch {
+			case errors.Is(err, auth.ErrUnknownUser):
+				status, msg = http.StatusForbidden, "There is no account with that username."
+			case errors.Is(err, auth.ErrNoEmail):
+				status, msg = http.StatusConflict, "This account has no email address, so no code can be sent. Ask an administrator."
+			case errors.Is(err, auth.ErrMailFailed):
+				msg = "The mail could not be sent. Try again later."
+			}
+			v.Error = msg
+			p.render(w, status, "reset", v)
+			return
+		}
+		v.Step, v.Userhash, v.Reqid = "code", u.Userhash, reqid
+		v.Notice = "We mailed a 6-digit code to the address of your account. It is valid for " + auth.HumanDuration(p.Service.OneTime.TTL()) + "."
+		p.render(w, http.StatusOK, "reset", v)
+	case "code":
+		v.Step, v.Userhash, v.Reqid = "code", r.PostFormValue("userhash"), r.PostFormValue("reqid")
+		_, err := p.Service.ResetWithOTP(r.Context(), v.Userhash, v.Reqid, strings.TrimSpace(r.PostFormValue("otp")),
+			r.PostFormValue("password"), ip)
+		p.resetDone(w, v, err)
+	case "token":
+		_, err := p.Service.ResetWithToken(r.Context(), v.Token, r.PostFormValue("password"), ip)
+		p.resetDone(w, v, err)
+	default:
+		v.Error = "The form could not be read."
+		p.render(w, http.StatusBadRequest, "reset", v)
+	}
+}
+
+func (p *Pages) resetDone(w http.ResponseWriter, v view, err error) {
+	if err != nil {
+		status, msg := p.explain(err)
+		if errors.Is(err, auth.ErrInvalidCode) || errors.Is(err, auth.ErrUnknownUser) {
+			status, msg = http.StatusUnauthorized, "That code is wrong or has expired. Check the mail, or ask for a new code."
+			if v.Step == "token" {
+				msg = "This reset link is invalid, used or expired. Ask for a new one."
+			}
+		}
+		v.Error = msg
+		p.render(w, status, "reset", v)
+		return
+	}
+	p.render(w, http.StatusOK, "message", view{Heading: "Password changed",
+		Notice: "Your password was changed and every session was ended. Log in with the new password."})
+}
+
+func (p *Pages) logout(w http.ResponseWriter, r *http.Request) {
+	v := view{Heading: "Log out"}
+	token, _ := p.Cookie.Token(r)
+	if r.Method != http.MethodPost {
+		if token != "" {
+			if sess, err := p.Service.Authenticate(r.Context(), token); err == nil {
+				v.Username = sess.Username
+			}
+		}
+		p.render(w, http.StatusOK, "logout", v)
+		return
+	}
+	if token != "" {
+		if err := p.Service.Logout(r.Context(), token, web.ClientIP(r)); err != nil {
+			status, msg := p.explain(err)
+			v.Error = msg
+			p.render(w, status, "logout", v)
+			return
+		}
+	}
+	p.Cookie.Clear(w, r)
+	v.Heading, v.Notice, v.Done = "Logged out", "You are logged out.", true
+	p.render(w, http.StatusOK, "logout", v)
+}
+
+// explain turns the errors every form shares into a status and plain words.
+func (p *Pages) explain(err error) (int, string) {
+	var throttled *auth.ThrottledError
+	switch {
+	case errors.As(err, &throttled):
+		return http.StatusTooManyRequests, "Too many attempts. Wait " +
+			throttled.RetryAfter.Round(time.Minute).String() + " and try again."
+	case errors.Is(err, auth.ErrTooWeak):
+		return http.StatusUnprocessableEntity, "Choose a password of 8 to 1024 characters that is not your username."
+	case errors.Is(err, auth.ErrInvalidInput):
+		return http.StatusBadRequest, "Some fields are missing or too long."
+	case errors.Is(err, store.ErrUnavailable):
+		p.Logger.Error("store unavailable", zap.Error(err))
+		return http.StatusServiceUnavailable, "The service is unavailable right now. Try again in a minute."
+	default:
+		p.Logger.Error("internal error", zap.Error(err))
+		return http.StatusInternalServerError, "Something went wrong on our side. Try again later."
+	}
+}
+
+func (p *Pages) render(w http.ResponseWriter, status int, name string, v view) {
+	v.Title, v.Prefix = p.Title, p.Prefix
+	var buf bytes.Buffer
+	if err := templates[name].ExecuteTemplate(&buf, "layout", v); err != nil {
+		p.Logger.Error("rendering page", zap.String("page", name), zap.Error(err))
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "text/html; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// SafeRedirect returns target when it is a path on this site, and "/"
+// otherwise, so that the login page cannot be used to send people elsewhere.
+func SafeRedirect(target string) string {
+	if target == "" || len(target) > 2048 || target[0] != '/' {
+		return "/"
+	}
+	if len(target) > 1 && (target[1] == '/' || target[1] == '\\') {
+		return "/" // "//host" and "/\host" are other sites to browsers
+	}
+	for _, c := range target {
+		if c < 0x20 || c == 0x7f || c == '\\' {
+			return "/" // browsers drop tabs and newlines and read '\' as '/'
+		}
+	}
+	u, err := url.Parse(target)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(u.Path, "/") {
+		return "/"
+	}
+	return target
+}

@@ -1,0 +1,362 @@
+// Package restapi serves the REST dialect of the account endpoints, at the
+// site's account_api path:
+//
+//	{"success": bool, "messages": ["…"]}
+//
+// Its front-ends read success and messages[0] and expect HTTP 200 for the
+// dialect's own failures (SPEC.md, "The REST account API"). Errors that are
+// not the dialect's — a body that does not parse, too many attempts, a store
+// that is down — keep their HTTP status so that nothing mistakes them for an
+// answer.
+package restapi
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/authgate/authgate/caddymodule/accounts"
+	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/sessions"
+	"github.com/authgate/authgate/caddymodule/store"
+	"github.com/authgate/authgate/caddymodule/web"
+)
+
+// The dialect's messages, to the letter.
+const (
+	msgLoginOK         = "Successful login"
+	msgBadCredentials  = "Invalid username/password"
+	msgRegistered      = "User registered"
+	msgEmpty           = "Username/email/password cannot be empty"
+	msgExists          = "User already exists"
+	msgClosed          = "Registration is closed"
+	msgPasswordChanged = "Password changed"
+	msgUnauthorized    = "Unauthorized request"
+	msgRecoverySent    = "Password recovery email sent"
+	msgUnknownUIDType  = "Unknown uid type"
+	msgUserNotFound    = "User not found"
+	msgLoggedOut       = "Logged out"
+)
+
+// API serves the REST dialect of one site.
+type API struct {
+	Service *auth.Service
+	Cookie  web.Cookie
+	// ResetURL is the link template of recovery mails, with {prefix} and
+	// {token}; a relative result is made absolute with the request's host.
+	ResetURL string
+	// Prefix is the site's page prefix, for {prefix} in ResetURL.
+	Prefix string
+	Logger *zap.Logger
+}
+
+// Serve answers a request whose path below the API's prefix is rest.
+func (a *API) Serve(w http.ResponseWriter, r *http.Request, rest string) {
+	parts := strings.Split(strings.Trim(rest, "/"), "/")
+	route, arg := parts[0], ""
+	if len(parts) == 2 {
+		arg = parts[1]
+	} else if len(parts) > 2 {
+		route = ""
+	}
+	var allow string
+	switch {
+	case route == "account" && arg == "" && r.Method == http.MethodPost:
+		a.login(w, r)
+	case route == "account" && arg == "" && r.Method == http.MethodDelete:
+		a.logout(w, r)
+	case route == "account" && arg != "" && r.Method == http.MethodPut:
+		a.register(w, r, arg)
+	case route == "password" && r.Method == http.MethodPut:
+		a.changePassword(w, r, arg)
+	case route == "password" && arg != "" && r.Method == http.MethodPost:
+		a.recover(w, r, arg)
+	case route == "account" && arg == "":
+		allow = "POST, DELETE"
+	case route == "account":
+		allow = "PUT"
+	case route == "password" && arg == "":
+		allow = "PUT"
+	case route == "password":
+		allow = "PUT, POST"
+	default:
+		reply(w, http.StatusNotFound, false, "Not found")
+		return
+	}
+	if allow != "" {
+		w.Header().Set("Allow", allow)
+		reply(w, http.StatusMethodNotAllowed, false, "Method not allowed")
+	}
+}
+
+// login is "POST account": by Basic credentials when the call carries them
+// (and then by them alone), else a "who am I" by the session.
+func (a *API) login(w http.ResponseWriter, r *http.Request) {
+	if web.HasBasic(r) {
+		username, password, ok := web.BasicCredentials(r)
+		if !ok || username == "" || password == "" {
+			reply(w, http.StatusOK, false, msgBadCredentials)
+			return
+		}
+		u, token, sess, err := a.Service.Login(r.Context(), username, password, web.ClientIP(r))
+		switch {
+		case errors.Is(err, auth.ErrInvalidPassword), errors.Is(err, auth.ErrUnknownUser), errors.Is(err, auth.ErrInvalidInput):
+			reply(w, http.StatusOK, false, msgBadCredentials)
+		case err != nil:
+			a.fail(w, r, err)
+		default:
+			a.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+			a.user(w, http.StatusOK, u.ID, u.Username, msgLoginOK)
+		}
+		return
+	}
+	sess, ok := a.session(w, r)
+	if !ok {
+		reply(w, http.StatusOK, false, msgBadCredentials)
+		return
+	}
+	a.user(w, http.StatusOK, sess.UserID, sess.Username, msgLoginOK)
+}
+
+func (a *API) register(w http.ResponseWriter, r *http.Request, username string) {
+	p, ok := a.params(w, r)
+	if !ok {
+		return
+	}
+	password, email := p.String("password"), strings.TrimSpace(p.String("email"))
+	if username == "" || password == "" || email == "" {
+		reply(w, http.StatusOK, false, msgEmpty)
+		return
+	}
+	u, err := a.Service.Register(r.Context(), username, password, email, web.ClientIP(r))
+	switch {
+	case errors.Is(err, auth.ErrExists):
+		reply(w, http.StatusOK, false, msgExists)
+		return
+	case errors.Is(err, auth.ErrRegistrationClosed):
+		reply(w, http.StatusOK, false, msgClosed)
+		return
+	case errors.Is(err, auth.ErrTooWeak):
+		reply(w, http.StatusOK, false, "Password must be 8 to 1024 characters and not the username")
+		return
+	case errors.Is(err, auth.ErrInvalidInput):
+		reply(w, http.StatusOK, false, "Invalid username or email")
+		return
+	case err != nil:
+		a.fail(w, r, err)
+		return
+	}
+	if p.Bool("autologin") && !a.startSession(w, r, u) {
+		return
+	}
+	a.user(w, http.StatusCreated, u.ID, u.Username, msgRegistered)
+}
+
+// changePassword is "PUT password[/{user_id}]": authorised by Basic
+// credentials, by a reset token alone, or by the session (whose own id the
+// path must name, if it names one).
+func (a *API) changePassword(w http.ResponseWriter, r *http.Request, pathID string) {
+	p, ok := a.params(w, r)
+	if !ok {
+		return
+	}
+	password, token := p.String("password"), p.String("token")
+	var wantID int64
+	if pathID != "" {
+		id, err := strconv.ParseInt(pathID, 10, 64)
+		if err != nil || id <= 0 {
+			reply(w, http.StatusOK, false, msgUnauthorized)
+			return
+		}
+		wantID = id
+	}
+	if password == "" {
+		reply(w, http.StatusOK, false, "Password cannot be empty")
+		return
+	}
+	ip := web.ClientIP(r)
+	var u accounts.User
+	var err error
+	keep := ""
+	switch {
+	case web.HasBasic(r):
+		username, current, _ := web.BasicCredentials(r)
+		if u, err = a.Service.Verify(r.Context(), username, current, ip); err == nil {
+			if wantID != 0 && u.ID != wantID {
+				err = auth.ErrInvalidCode
+			} else {
+				err = a.Service.ChangePassword(r.Context(), u, password, "", ip)
+			}
+		}
+	case token != "":
+		u, err = a.Service.ResetWithToken(r.Context(), token, password, ip)
+	default:
+		sess, ok := a.session(w, r)
+		if !ok || (wantID != 0 && sess.UserID != wantID) {
+			reply(w, http.StatusOK, false, msgUnauthorized)
+			return
+		}
+		if u, err = a.Service.Account(r.Context(), sess); err == nil {
+			keep = sess.ID
+			err = a.Service.ChangePassword(r.Context(), u, password, keep, ip)
+		}
+	}
+	switch {
+	case errors.Is(err, auth.ErrInvalidCode), errors.Is(err, auth.ErrInvalidPassword),
+		errors.Is(err, auth.ErrUnknownUser), errors.Is(err, auth.ErrInvalidInput),
+		errors.Is(err, accounts.ErrNotFound):
+		reply(w, http.StatusOK, false, msgUnauthorized)
+		return
+	case errors.Is(err, auth.ErrTooWeak):
+		reply(w, http.StatusOK, false, "Password must be 8 to 1024 characters and not the username")
+		return
+	case err != nil:
+		a.fail(w, r, err)
+		return
+	}
+	// A caller that already has its session (kept above) needs no new one.
+	if p.Bool("autologin") && keep == "" && !a.startSession(w, r, u) {
+		return
+	}
+	a.user(w, http.StatusOK, u.ID, u.Username, msgPasswordChanged)
+}
+
+// recover is "POST password/{id}": mail a reset link to the account named by
+// id, read as uid_type says.
+func (a *API) recover(w http.ResponseWriter, r *http.Request, id string) {
+	p, ok := a.params(w, r)
+	if !ok {
+		return
+	}
+	var u accounts.User
+	var err error
+	switch p.String("uid_type") {
+	case "", "user_id":
+		n, perr := strconv.ParseInt(id, 10, 64)
+		if perr != nil || n <= 0 {
+			reply(w, http.StatusOK, false, msgUserNotFound)
+			return
+		}
+		u, err = a.Service.Accounts.ByID(r.Context(), n)
+	case "username":
+		u, err = a.Service.Accounts.ByUsername(r.Context(), id)
+	default:
+		reply(w, http.StatusOK, false, msgUnknownUIDType)
+		return
+	}
+	if errors.Is(err, accounts.ErrNotFound) {
+		reply(w, http.StatusOK, false, msgUserNotFound)
+		return
+	}
+	if err != nil {
+		a.fail(w, r, store.PostgresErr(err))
+		return
+	}
+	err = a.Service.MailResetLink(r.Context(), u, web.ClientIP(r), func(token string) string {
+		return a.resetLink(r, token)
+	})
+	switch {
+	case errors.Is(err, auth.ErrNoEmail):
+		reply(w, http.StatusOK, false, "No email address is set for this user")
+	case errors.Is(err, auth.ErrMailFailed):
+		reply(w, http.StatusInternalServerError, false, "Password recovery email could not be sent")
+	case err != nil:
+		a.fail(w, r, err)
+	default:
+		reply(w, http.StatusOK, true, msgRecoverySent)
+	}
+}
+
+func (a *API) logout(w http.ResponseWriter, r *http.Request) {
+	if token, _ := a.Cookie.Token(r); token != "" {
+		if err := a.Service.Logout(r.Context(), token, web.ClientIP(r)); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+	}
+	a.Cookie.Clear(w, r)
+	reply(w, http.StatusOK, true, msgLoggedOut)
+}
+
+// resetLink fills in the reset_url template; a relative link is made
+// absolute with the request's own scheme and host.
+func (a *API) resetLink(r *http.Request, token string) string {
+	link := strings.NewReplacer("{prefix}", a.Prefix, "{token}", token).Replace(a.ResetURL)
+	if strings.HasPrefix(link, "/") {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		link = scheme + "://" + r.Host + link
+	}
+	return link
+}
+
+func (a *API) startSession(w http.ResponseWriter, r *http.Request, u accounts.User) bool {
+	token, sess, err := a.Service.StartSession(r.Context(), u)
+	if err != nil {
+		a.fail(w, r, err)
+		return false
+	}
+	a.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+	return true
+}
+
+// session returns the live session of the cookie or bearer token; on a store
+// failure it has answered already and returns false.
+func (a *API) session(w http.ResponseWriter, r *http.Request) (sessions.Session, bool) {
+	token, _ := a.Cookie.Token(r)
+	if token == "" {
+		return sessions.Session{}, false
+	}
+	sess, err := a.Service.Authenticate(r.Context(), token)
+	return sess, err == nil
+}
+
+func (a *API) params(w http.ResponseWriter, r *http.Request) (web.Params, bool) {
+	p, err := web.ReadParams(w, r)
+	if err != nil {
+		reply(w, http.StatusBadRequest, false, "Invalid request body: send a JSON object of at most 64 KiB")
+		return p, false
+	}
+	return p, true
+}
+
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var throttled *auth.ThrottledError
+	switch {
+	case errors.As(err, &throttled):
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(throttled.RetryAfter.Seconds()))))
+		reply(w, http.StatusTooManyRequests, false, "Too many attempts, try again later")
+	case errors.Is(err, store.ErrUnavailable):
+		a.Logger.Error("store unavailable", zap.String("uri", r.URL.Path), zap.Error(err))
+		reply(w, http.StatusServiceUnavailable, false, "Service unavailable, try again later")
+	default:
+		a.Logger.Error("internal error", zap.String("uri", r.URL.Path), zap.Error(err))
+		reply(w, http.StatusInternalServerError, false, "Internal error")
+	}
+}
+
+func (a *API) user(w http.ResponseWriter, status int, id int64, username, message string) {
+	write(w, status, map[string]any{"success": true, "user_id": id, "username": username, "messages": []string{message}})
+}
+
+func reply(w http.ResponseWriter, status int, success bool, message string) {
+	write(w, status, map[string]any{"success": success, "messages": []string{message}})
+}
+
+func write(w http.ResponseWriter, status int, body map[string]any) {
+	b, _ := json.Marshal(body)
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}

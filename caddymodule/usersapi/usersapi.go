@@ -1,0 +1,270 @@
+// Package usersapi serves the seed dialect of the account endpoints,
+// {prefix}/users/<name>, in its envelope:
+//
+//	{"success": true,  "data": {"message": {...} | "CODE"}}
+//	{"success": false, "data": {"message": "CODE"}}
+//
+// Existing front-ends read success and data.message, so the codes and
+// statuses here are a contract (SPEC.md, "The users API").
+package usersapi
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/sessions"
+	"github.com/authgate/authgate/caddymodule/store"
+	"github.com/authgate/authgate/caddymodule/web"
+)
+
+// Codes shared by every endpoint.
+const (
+	InvalidInput       = "INVALID_INPUT"
+	PasswordTooWeak    = "PASSWORD_TOO_WEAK"
+	TooManyAttempts    = "TOO_MANY_ATTEMPTS"
+	MethodNotAllowed   = "METHOD_NOT_ALLOWED"
+	NotFound           = "NOT_FOUND"
+	ServiceUnavailable = "SERVICE_UNAVAILABLE"
+	InternalError      = "INTERNAL_ERROR"
+	PleaseLogin        = "PLEASE_LOGIN"
+)
+
+// API serves the users dialect.
+type API struct {
+	Service *auth.Service
+	Cookie  web.Cookie
+	Logger  *zap.Logger
+}
+
+type endpoint struct {
+	methods string // for the Allow header
+	serve   func(a *API, w http.ResponseWriter, r *http.Request, p web.Params)
+}
+
+var endpoints = map[string]endpoint{
+	"login":                       {"POST", (*API).login},
+	"register":                    {"POST", (*API).register},
+	"requestotp":                  {"GET, POST", (*API).requestOTP},
+	"modifypassword":              {"POST", (*API).modifyPassword},
+	"info":                        {"GET", (*API).info},
+	"logout":                      {"POST", (*API).logout},
+	"settings/registrationstatus": {"GET", (*API).registrationStatus},
+}
+
+// Serve answers the endpoint name (the path after "users/").
+func (a *API) Serve(w http.ResponseWriter, r *http.Request, name string) {
+	ep, ok := endpoints[strings.TrimSuffix(name, "/")]
+	if !ok {
+		Fail(w, http.StatusNotFound, NotFound)
+		return
+	}
+	method := r.Method
+	if method == http.MethodHead {
+		method = http.MethodGet
+	}
+	if !slices.Contains(strings.Split(ep.methods, ", "), method) {
+		w.Header().Set("Allow", ep.methods)
+		Fail(w, http.StatusMethodNotAllowed, MethodNotAllowed)
+		return
+	}
+	p, err := web.ReadParams(w, r)
+	if err != nil {
+		Fail(w, http.StatusBadRequest, InvalidInput)
+		return
+	}
+	ep.serve(a, w, r, p)
+}
+
+func (a *API) login(w http.ResponseWriter, r *http.Request, p web.Params) {
+	username, ok1 := p.Get("username")
+	pw, ok2 := p.Get("password")
+	if !ok1 || !ok2 || username == "" || pw == "" {
+		Fail(w, http.StatusBadRequest, InvalidInput)
+		return
+	}
+	u, token, sess, err := a.Service.Login(r.Context(), username, pw, web.ClientIP(r))
+	switch {
+	case errors.Is(err, auth.ErrInvalidPassword):
+		Fail(w, http.StatusUnauthorized, "INVALID_PASSWORD")
+	case errors.Is(err, auth.ErrUnknownUser):
+		Fail(w, http.StatusUnauthorized, "REGISTER_FOR_A_PASSWORD")
+	case err != nil:
+		a.fail(w, r, err)
+	default:
+		a.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+		Succeed(w, map[string]any{"userhash": u.Userhash, "ssid": token})
+	}
+}
+
+func (a *API) register(w http.ResponseWriter, r *http.Request, p web.Params) {
+	username, pw := p.String("username"), p.String("password")
+	if username == "" || pw == "" {
+		Fail(w, http.StatusBadRequest, InvalidInput)
+		return
+	}
+	_, err := a.Service.Register(r.Context(), username, pw, p.String("email"), web.ClientIP(r))
+	switch {
+	case errors.Is(err, auth.ErrExists):
+		reply(w, http.StatusOK, false, "ERROR_LOGIN_WITH_PASSWORD")
+	case errors.Is(err, auth.ErrRegistrationClosed):
+		Fail(w, http.StatusUnauthorized, "CANT_CREATE_USER")
+	case err != nil:
+		a.fail(w, r, err)
+	default:
+		Succeed(w, "USER_INSERT_OK")
+	}
+}
+
+func (a *API) requestOTP(w http.ResponseWriter, r *http.Request, p web.Params) {
+	username := p.String("username")
+	if username == "" {
+		Fail(w, http.StatusBadRequest, InvalidInput)
+		return
+	}
+	u, reqid, err := a.Service.RequestOTP(r.Context(), username, web.ClientIP(r))
+	switch {
+	case errors.Is(err, auth.ErrNoEmail):
+		reply(w, http.StatusOK, false, "ERROR_NO_EMAIL_SET")
+	case errors.Is(err, auth.ErrUnknownUser):
+		Fail(w, http.StatusForbidden, "ERROR_INVALID_USERNAME")
+	case errors.Is(err, auth.ErrMailFailed):
+		Fail(w, http.StatusInternalServerError, "ERROR_EMAIL_SENDING_FAILED")
+	case err != nil:
+		a.fail(w, r, err)
+	default:
+		Succeed(w, map[string]any{"userhash": u.Userhash, "reqid": reqid})
+	}
+}
+
+func (a *API) modifyPassword(w http.ResponseWriter, r *http.Request, p web.Params) {
+	code, ok := p.Get("OTP")
+	if !ok {
+		code = p.String("otp")
+	}
+	userhash, reqid, pw := p.String("userhash"), p.String("reqid"), p.String("password")
+	if userhash == "" || reqid == "" || code == "" || pw == "" {
+		Fail(w, http.StatusBadRequest, InvalidInput)
+		return
+	}
+	_, err := a.Service.ResetWithOTP(r.Context(), userhash, reqid, code, pw, web.ClientIP(r))
+	switch {
+	case errors.Is(err, auth.ErrUnknownUser):
+		Fail(w, http.StatusForbidden, "ERROR_INVALID_USERNAME")
+	case errors.Is(err, auth.ErrInvalidCode):
+		Fail(w, http.StatusUnauthorized, "ERROR_INVALID_OTP")
+	case err != nil:
+		a.fail(w, r, err)
+	default:
+		Succeed(w, "PASSWORD_RESET_OK")
+	}
+}
+
+func (a *API) info(w http.ResponseWriter, r *http.Request, _ web.Params) {
+	sess, ok := a.session(w, r)
+	if !ok {
+		return
+	}
+	u, err := a.Service.Account(r.Context(), sess)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	Succeed(w, map[string]any{
+		"user_id": u.ID, "userhash": u.Userhash, "username": u.Username,
+		"email": u.Email, "created_at": u.CreatedAt.UTC().Format(time.RFC3339),
+	})
+}
+
+func (a *API) logout(w http.ResponseWriter, r *http.Request, _ web.Params) {
+	if token := a.token(r); token != "" {
+		if err := a.Service.Logout(r.Context(), token, web.ClientIP(r)); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+	}
+	a.Cookie.Clear(w, r)
+	Succeed(w, "LOGOUT_OK")
+}
+
+func (a *API) registrationStatus(w http.ResponseWriter, _ *http.Request, _ web.Params) {
+	Succeed(w, a.Service.Registration)
+}
+
+// token finds the session token: Bearer, the seed client's
+// Basic base64(userhash:ssid), or the cookie.
+func (a *API) token(r *http.Request) string {
+	if web.HasBasic(r) {
+		userhash, ssid, ok := web.BasicCredentials(r)
+		if h, valid := sessions.Userhash(ssid); ok && valid && h == userhash {
+			return ssid
+		}
+		return ""
+	}
+	token, _ := a.Cookie.Token(r)
+	return token
+}
+
+// session answers PLEASE_LOGIN (or the store's failure) and returns false
+// when the request has no live session.
+func (a *API) session(w http.ResponseWriter, r *http.Request) (sessions.Session, bool) {
+	token := a.token(r)
+	if token == "" {
+		Fail(w, http.StatusUnauthorized, PleaseLogin)
+		return sessions.Session{}, false
+	}
+	sess, err := a.Service.Authenticate(r.Context(), token)
+	if errors.Is(err, sessions.ErrNotFound) {
+		Fail(w, http.StatusUnauthorized, PleaseLogin)
+		return sessions.Session{}, false
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return sessions.Session{}, false
+	}
+	return sess, true
+}
+
+// fail answers the errors every endpoint shares.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var throttled *auth.ThrottledError
+	switch {
+	case errors.As(err, &throttled):
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(throttled.RetryAfter.Seconds()))))
+		Fail(w, http.StatusTooManyRequests, TooManyAttempts)
+	case errors.Is(err, auth.ErrInvalidInput):
+		Fail(w, http.StatusBadRequest, InvalidInput)
+	case errors.Is(err, auth.ErrTooWeak):
+		Fail(w, http.StatusUnprocessableEntity, PasswordTooWeak)
+	case errors.Is(err, store.ErrUnavailable):
+		a.Logger.Error("store unavailable", zap.String("uri", r.URL.Path), zap.Error(err))
+		Fail(w, http.StatusServiceUnavailable, ServiceUnavailable)
+	default:
+		a.Logger.Error("internal error", zap.String("uri", r.URL.Path), zap.Error(err))
+		Fail(w, http.StatusInternalServerError, InternalError)
+	}
+}
+
+// Succeed writes a 200 success envelope.
+func Succeed(w http.ResponseWriter, message any) { reply(w, http.StatusOK, true, message) }
+
+// Fail writes a failure envelope with the given status.
+func Fail(w http.ResponseWriter, status int, code string) { reply(w, status, false, code) }
+
+func reply(w http.ResponseWriter, status int, success bool, message any) {
+	body, _ := json.Marshal(map[string]any{"success": success, "data": map[string]any{"message": message}})
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}

@@ -1,0 +1,205 @@
+// Package web holds the HTTP plumbing that every front door shares: the
+// session cookie, where a request's session token comes from, the client IP
+// as Caddy sees it, and bounded parsing of request parameters.
+package web
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// MaxBody is the largest request body any endpoint reads.
+const MaxBody = 64 << 10
+
+// ErrBadInput is returned for a body that is too large or does not parse.
+var ErrBadInput = errors.New("malformed or oversized request body")
+
+// Cookie describes the session cookie.
+type Cookie struct {
+	Name   string
+	Domain string
+}
+
+// Set sends the session cookie. It is Secure whenever the request came over
+// TLS, so that a login over HTTPS is never replayed over plain HTTP.
+func (c Cookie) Set(w http.ResponseWriter, r *http.Request, token string, expires time.Time) {
+	http.SetCookie(w, &http.Cookie{
+		Name: c.Name, Value: token, Domain: c.Domain, Path: "/",
+		Expires: expires, MaxAge: int(math.Ceil(time.Until(expires).Seconds())),
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// Clear tells the browser to drop the session cookie.
+func (c Cookie) Clear(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{
+		Name: c.Name, Value: "", Domain: c.Domain, Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// Token returns the session token a request carries: in an
+// "Authorization: Bearer" header, else in the session cookie. fromHeader
+// tells which, so that the gate can remove it before going upstream.
+func (c Cookie) Token(r *http.Request) (token string, fromHeader bool) {
+	if t, ok := BearerToken(r); ok {
+		return t, true
+	}
+	if ck, err := r.Cookie(c.Name); err == nil {
+		return ck.Value, false
+	}
+	return "", false
+}
+
+// BearerToken returns the token of an "Authorization: Bearer" header.
+func BearerToken(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
+		return strings.TrimSpace(h[7:]), true
+	}
+	return "", false
+}
+
+// BasicCredentials returns the pair of an "Authorization: Basic" header,
+// bounded in size like any other input.
+func BasicCredentials(r *http.Request) (user, pass string, ok bool) {
+	h := r.Header.Get("Authorization")
+	if len(h) > 8*1024 {
+		return "", "", false
+	}
+	return r.BasicAuth()
+}
+
+// HasBasic tells whether the request carries Basic credentials at all.
+func HasBasic(r *http.Request) bool {
+	h := r.Header.Get("Authorization")
+	return len(h) >= 6 && strings.EqualFold(h[:6], "basic ")
+}
+
+// ClientIP is the client address as Caddy determined it, which honours the
+// server's trusted_proxies.
+func ClientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host := r.RemoteAddr
+	if i := strings.LastIndexByte(host, ':'); i > 0 {
+		host = strings.Trim(host[:i], "[]")
+	}
+	return host
+}
+
+// Params are a request's parameters, from a JSON object or a form.
+type Params struct {
+	values map[string]string
+}
+
+// Get returns a parameter; ok is false when it is absent or not a scalar.
+func (p Params) Get(name string) (string, bool) {
+	v, ok := p.values[name]
+	return v, ok
+}
+
+// String returns a parameter or "".
+func (p Params) String(name string) string { return p.values[name] }
+
+// Bool reads a flag the way both JSON and forms spell it.
+func (p Params) Bool(name string) bool {
+	switch strings.ToLower(p.values[name]) {
+	case "true", "1", "on", "yes":
+		return true
+	}
+	return false
+}
+
+// ReadParams reads the query string and, for requests with a body, the body:
+// a body that parses as a JSON object is JSON whatever its Content-Type says
+// (the dialects' clients mislabel it), anything else is read as a form.
+// Body values win over query values.
+func ReadParams(w http.ResponseWriter, r *http.Request) (Params, error) {
+	p := Params{values: map[string]string{}}
+	for k, v := range r.URL.Query() {
+		if len(v) > 0 {
+			p.values[k] = v[0]
+		}
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return p, nil
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		return p, ErrBadInput
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return p, nil
+	}
+	if trimmed[0] == '{' || trimmed[0] == '[' || isJSONType(r) {
+		return p, p.fromJSON(trimmed)
+	}
+	form, err := url.ParseQuery(string(trimmed))
+	if err != nil {
+		return p, ErrBadInput
+	}
+	for k, v := range form {
+		if len(v) > 0 {
+			p.values[k] = v[0]
+		}
+	}
+	return p, nil
+}
+
+func (p Params) fromJSON(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var obj map[string]any
+	if err := dec.Decode(&obj); err != nil || dec.More() {
+		return ErrBadInput
+	}
+	for k, v := range obj {
+		switch v := v.(type) {
+		case string:
+			p.values[k] = v
+		case json.Number:
+			p.values[k] = v.String()
+		case bool:
+			p.values[k] = strconv.FormatBool(v)
+		default: // null, objects and arrays are no parameter of ours: absent
+			delete(p.values, k)
+		}
+	}
+	return nil
+}
+
+func isJSONType(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	return strings.HasPrefix(ct, "application/json") || strings.HasSuffix(strings.SplitN(ct, ";", 2)[0], "+json")
+}
+
+// SameOrigin tells whether a form post comes from this site: its Origin
+// header (or, without one, its Referer) must name the request's own host.
+// Requests with neither come from no browser, and so carry no CSRF risk.
+func SameOrigin(r *http.Request) bool {
+	from := r.Header.Get("Origin")
+	if from == "" {
+		from = r.Header.Get("Referer")
+		if from == "" {
+			return true
+		}
+	}
+	u, err := url.Parse(from)
+	if err != nil || u.Host == "" {
+		return false // includes "null", sent from sandboxed or privacy-sensitive contexts
+	}
+	return strings.EqualFold(u.Host, r.Host)
+}
