@@ -155,12 +155,29 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
+	if err := a.prepare(); err != nil {
+		return err
+	}
+	var err error
+	if a.metrics, err = metrics.New(ctx.GetMetricsRegistry()); err != nil {
+		return err
+	}
+	eventsApp, err := ctx.App("events")
+	if err != nil {
+		return fmt.Errorf("loading events app: %w", err)
+	}
+	a.events = eventsApp.(*caddyevents.App)
+	return nil
+}
+
+// prepare checks the settings and takes the store connections from the
+// shared pool, without dialing.
+func (a *App) prepare() error {
 	a.resolvePlaceholders()
 	a.setDefaults()
 	if err := a.check(); err != nil {
 		return err
 	}
-
 	db, release, err := store.Postgres(a.Postgres)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
@@ -182,16 +199,22 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Prefix: a.RedisPrefix, TTL: time.Duration(a.SessionTTL),
 		Idle: time.Duration(a.SessionIdle), MaxPerUser: a.MaxSessions,
 	})
-
-	if a.metrics, err = metrics.New(ctx.GetMetricsRegistry()); err != nil {
-		return err
-	}
-	eventsApp, err := ctx.App("events")
-	if err != nil {
-		return fmt.Errorf("loading events app: %w", err)
-	}
-	a.events = eventsApp.(*caddyevents.App)
 	return nil
+}
+
+// Standalone opens the account service outside a running Caddy, for the
+// CLI. Call the returned function when done.
+func (a *App) Standalone(ctx context.Context, logger *zap.Logger) (*auth.Service, func(), error) {
+	a.logger = logger
+	if err := a.prepare(); err != nil {
+		return nil, nil, err
+	}
+	svc, err := a.newService(ctx)
+	if err != nil {
+		_ = a.Cleanup()
+		return nil, nil, err
+	}
+	return svc, func() { _ = a.Cleanup() }, nil
 }
 
 // Start connects to the stores, migrates the schema and makes the account
@@ -250,10 +273,15 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 		Registration: a.Registration == "open",
 		Metrics:      a.metrics,
 		Logger:       a.logger,
-		Emit: func(name string, data map[string]any) {
-			a.events.Emit(a.ctx, name, data)
-		},
+		Emit:         a.emit,
 	}, nil
+}
+
+// emit sends an audit event through Caddy's events app, when running in Caddy.
+func (a *App) emit(name string, data map[string]any) {
+	if a.events != nil {
+		a.events.Emit(a.ctx, name, data)
+	}
 }
 
 func (a *App) mailer() (mail.Mailer, error) {

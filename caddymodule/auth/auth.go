@@ -160,11 +160,17 @@ func (s *Service) upgradeHash(ctx context.Context, u accounts.User, pw string) {
 	s.Logger.Info("password re-hashed with current parameters", zap.Int64("user_id", u.ID))
 }
 
-// Register creates an account.
+// Register creates an account, when registration is open.
 func (s *Service) Register(ctx context.Context, username, pw, email, ip string) (accounts.User, error) {
 	if !s.Registration {
 		return accounts.User{}, ErrRegistrationClosed
 	}
+	return s.CreateUser(ctx, username, pw, email, ip)
+}
+
+// CreateUser creates an account whether or not registration is open (for
+// administrators).
+func (s *Service) CreateUser(ctx context.Context, username, pw, email, ip string) (accounts.User, error) {
 	email = strings.TrimSpace(email)
 	if !validUsername(username) || !validEmail(email) || len(pw) > maxPasswordBytes {
 		return accounts.User{}, ErrInvalidInput
@@ -184,7 +190,20 @@ func (s *Service) Register(ctx context.Context, username, pw, email, ip string) 
 	if err != nil {
 		return accounts.User{}, err
 	}
-	u, err := s.Accounts.Create(ctx, username, email, h)
+	return s.insert(ctx, username, email, h, ip)
+}
+
+// ImportUser creates an account with a password hash from another system
+// (bcrypt or argon2id PHC); it is re-hashed at the first login.
+func (s *Service) ImportUser(ctx context.Context, username, hash, email string) (accounts.User, error) {
+	if !validUsername(username) || !validEmail(email) || !password.IsHash(hash) {
+		return accounts.User{}, ErrInvalidInput
+	}
+	return s.insert(ctx, username, email, hash, "")
+}
+
+func (s *Service) insert(ctx context.Context, username, email, hash, ip string) (accounts.User, error) {
+	u, err := s.Accounts.Create(ctx, username, email, hash)
 	if errors.Is(err, accounts.ErrExists) {
 		return accounts.User{}, ErrExists
 	}

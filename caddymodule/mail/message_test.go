@@ -218,6 +218,7 @@ func TestMessageRefusesInjection(t *testing.T) {
 		{"From with CRLF", func(m *Message) { m.From = "no-reply@example.com\r\nReply-To: evil@example.net" }},
 		{"Subject with CRLF", func(m *Message) { m.Subject = "Hi\r\nBcc: all@example.net" }},
 		{"Subject with LF", func(m *Message) { m.Subject = "Hi\nBcc: all@example.net" }},
+		{"Subject with CR", func(m *Message) { m.Subject = "Hi\rBcc: all@example.net" }},
 		{"Subject ending the header block", func(m *Message) { m.Subject = "Hi\r\n\r\nfake body" }},
 		{"Subject invalid UTF-8", func(m *Message) { m.Subject = "Hi \xff" }},
 		{"Body invalid UTF-8", func(m *Message) { m.Body = "\xff" }},

@@ -24,6 +24,7 @@ const DefaultTimeout = 30 * time.Second
 type SMTPMailer struct {
 	// TLSConfig is used for STARTTLS and implicit TLS. nil means the system
 	// roots; an empty ServerName is set to the URL's host. Tests set RootCAs.
+	// Set it before the first Send.
 	TLSConfig *tls.Config
 
 	host, port  string
