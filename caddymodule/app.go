@@ -41,6 +41,7 @@ const (
 	DefaultRedisPrefix = "authgate"
 	DefaultSessionTTL  = 24 * time.Hour
 	DefaultMaxSessions = 10
+	DefaultCacheSize   = 100000
 	DefaultCookieName  = "authgate_session"
 	DefaultOTPTTL      = 10 * time.Minute
 	DefaultMailFrom    = "authgate@localhost"
@@ -81,6 +82,11 @@ type App struct {
 	SessionIdle caddy.Duration `json:"session_idle,omitempty"`
 	// Sessions per user; the oldest ends when one more starts. Default: 10.
 	MaxSessions int `json:"max_sessions,omitempty"`
+	// Sessions the gate keeps in memory after validating them, so that most
+	// requests need no Redis round trip; 0 turns the cache off. Entries are
+	// dropped at once when a session ends on any instance (Redis pub/sub),
+	// and all of them whenever that subscription is down. Default: 100000.
+	SessionCache *int `json:"session_cache,omitempty"`
 	// Name of the session cookie. Default: authgate_session.
 	CookieName string `json:"cookie_name,omitempty"`
 	// Domain of the session cookie, to share one login across subdomains.
@@ -100,12 +106,13 @@ type App struct {
 	// Failed attempts allowed per client IP. Default: 100 in 15m.
 	ThrottleIP *Limit `json:"throttle_ip,omitempty"`
 
-	stores  stores
-	runtime atomic.Pointer[auth.Service]
-	metrics *metrics.Metrics
-	events  *caddyevents.App
-	ctx     caddy.Context
-	logger  *zap.Logger
+	stores    stores
+	runtime   atomic.Pointer[auth.Service]
+	stopWatch context.CancelFunc
+	metrics   *metrics.Metrics
+	events    *caddyevents.App
+	ctx       caddy.Context
+	logger    *zap.Logger
 }
 
 // Sentinel names a Redis Sentinel group.
@@ -198,6 +205,7 @@ func (a *App) prepare() error {
 	a.stores.sessions = sessions.New(rdb, sessions.Config{
 		Prefix: a.RedisPrefix, TTL: time.Duration(a.SessionTTL),
 		Idle: time.Duration(a.SessionIdle), MaxPerUser: a.MaxSessions,
+		CacheSize: *a.SessionCache,
 	})
 	return nil
 }
@@ -228,6 +236,9 @@ func (a *App) Start() error {
 		return fmt.Errorf("authgate: %w", err)
 	}
 	a.runtime.Store(svc)
+	watchCtx, stop := context.WithCancel(context.Background())
+	a.stopWatch = stop
+	go a.stores.sessions.Watch(watchCtx, a.logger)
 	a.logger.Info("authgate started",
 		zap.String("postgres", store.Redact(a.Postgres)), zap.String("schema", a.Schema),
 		zap.Stringer("redis", a.stores.redisCfg), zap.String("registration", a.Registration))
@@ -310,9 +321,15 @@ func (noMailer) Send(context.Context, mail.Message) error {
 	return errors.New("no mailer configured (set mail_dir or smtp)")
 }
 
-// Stop keeps the service: requests still in flight finish with it, and the
-// connections belong to the pool until Cleanup.
-func (a *App) Stop() error { return nil }
+// Stop ends the session cache's subscription; requests still in flight
+// finish with the service, and the connections belong to the pool until
+// Cleanup.
+func (a *App) Stop() error {
+	if a.stopWatch != nil {
+		a.stopWatch()
+	}
+	return nil
+}
 
 // Cleanup releases this config's hold on the shared connections; they close
 // when no loaded config uses them any more.
@@ -369,6 +386,10 @@ func (a *App) setDefaults() {
 	}
 	if a.MaxSessions == 0 {
 		a.MaxSessions = DefaultMaxSessions
+	}
+	if a.SessionCache == nil {
+		size := DefaultCacheSize
+		a.SessionCache = &size
 	}
 	if a.ThrottleUser == nil {
 		a.ThrottleUser = &Limit{Max: 10, Window: caddy.Duration(15 * time.Minute)}
@@ -483,6 +504,9 @@ func (a *App) check() error {
 		if err := p.Validate(); err != nil {
 			return fail("argon2", "%v", err)
 		}
+	}
+	if *a.SessionCache < 0 {
+		return fail("session_cache", "%d: must be a size, or 0 (off)", *a.SessionCache)
 	}
 	if a.HashConcurrency < 0 {
 		return fail("hash_concurrency", "%d: must not be negative", a.HashConcurrency)

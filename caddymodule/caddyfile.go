@@ -35,6 +35,7 @@ func init() {
 //		session_ttl    <duration>
 //		session_idle   <duration>
 //		max_sessions   <n>
+//		session_cache  <n>|off
 //		cookie_name    <name>
 //		cookie_domain  <domain>
 //		otp_ttl        <duration>
@@ -189,6 +190,17 @@ func (a *App) setDirective(d *caddyfile.Dispenser, directive string, args []stri
 			return d.Errf("authgate: argon2: parallelism %d is above 255", p)
 		}
 		a.Argon2 = &Argon2{MemoryKiB: uint32(m), Iterations: uint32(t), Parallelism: uint8(p)}
+	case "session_cache":
+		if err := want(1); err != nil {
+			return err
+		}
+		size := 0
+		if args[0] != "off" {
+			if err := num(&size, args[0]); err != nil {
+				return err
+			}
+		}
+		a.SessionCache = &size
 	case "throttle_user":
 		return limit(&a.ThrottleUser)
 	case "throttle_ip":

@@ -31,7 +31,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // env is one running Caddy with authgate in front of an upstream that echoes
 // the identity headers it receives, over real PostgreSQL and Redis.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	base     string // http://127.0.0.1:port
 	pg       string
 	redisURL string
@@ -51,7 +51,7 @@ type options struct {
 	smtp     string // an SMTP URL instead of the mail_dir mailer
 }
 
-func newEnv(t *testing.T, opts options) *env {
+func newEnv(t testing.TB, opts options) *env {
 	t.Helper()
 	e := &env{t: t, pg: opts.postgres, redisURL: opts.redis, prefix: testenv.Prefix(t)}
 	if e.pg == "" {
@@ -132,7 +132,7 @@ func (e *env) load(caddyfileText string) {
 	e.t.Cleanup(func() { _ = caddy.Stop() })
 }
 
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

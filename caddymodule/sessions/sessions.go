@@ -55,18 +55,33 @@ type Config struct {
 	Idle time.Duration
 	// MaxPerUser bounds the sessions of one user; the oldest ends first.
 	MaxPerUser int
+	// CacheSize bounds the in-process cache of validated sessions; 0 turns
+	// it off (see Watch).
+	CacheSize int
 }
 
 // Store creates, finds and ends sessions. It is safe for concurrent use.
 type Store struct {
-	rdb redis.UniversalClient
-	cfg Config
-	now func() time.Time
+	rdb   redis.UniversalClient
+	cfg   Config
+	now   func() time.Time
+	cache *cache // nil when off
 }
 
 // New returns a session store over rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Store {
-	return &Store{rdb: rdb, cfg: cfg, now: time.Now}
+	s := &Store{rdb: rdb, cfg: cfg, now: time.Now}
+	if cfg.CacheSize > 0 {
+		// With an idle timeout, cached use must still slide the expiry in
+		// Redis: entries live a quarter of the window at most, the same
+		// fraction after which Lookup refreshes it.
+		age := cacheMaxAge
+		if cfg.Idle > 0 {
+			age = min(age, cfg.Idle/4)
+		}
+		s.cache = newCache(cfg.CacheSize, age)
+	}
+	return s
 }
 
 const (
@@ -80,7 +95,8 @@ const (
 // session has expired, and ends the oldest sessions beyond the limit, all in
 // one step. The index is never longer than the limit, so the scan is cheap.
 // KEYS[1] session key, KEYS[2] index; ARGV: record, lifetime ms, id, now ms,
-// max sessions, key prefix of the user's sessions, index lifetime ms.
+// max sessions, key prefix of the user's sessions, index lifetime ms,
+// invalidation channel, userhash.
 var createScript = redis.NewScript(`
 for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   if redis.call('EXISTS', ARGV[6] .. id) == 0 then redis.call('ZREM', KEYS[2], id) end
@@ -91,13 +107,15 @@ local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
 if over > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[2], over)
   for i = 1, #popped, 2 do redis.call('DEL', ARGV[6] .. popped[i]) end
+  redis.call('PUBLISH', ARGV[8], ARGV[9])
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
 return 1
 `)
 
-// revokeScript ends every session in the index except ARGV[2] (may be empty).
-// KEYS[1] index; ARGV[1] key prefix of the user's sessions.
+// revokeScript ends every session in the index except ARGV[2] (may be
+// empty) and announces it. KEYS[1] index; ARGV[1] key prefix of the user's
+// sessions, ARGV[3] invalidation channel, ARGV[4] userhash.
 var revokeScript = redis.NewScript(`
 local n = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -106,6 +124,7 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     redis.call('ZREM', KEYS[1], id)
   end
 end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return n
 `)
 
@@ -135,7 +154,7 @@ func (s *Store) Create(ctx context.Context, sess Session) (string, Session, erro
 	err = createScript.Run(ctx, s.rdb,
 		[]string{s.sessionKey(sess.Userhash, sess.ID), s.indexKey(sess.Userhash)},
 		record, life.Milliseconds(), sess.ID, now.UnixMilli(), s.cfg.MaxPerUser,
-		s.sessionKey(sess.Userhash, ""), s.cfg.TTL.Milliseconds()).Err()
+		s.sessionKey(sess.Userhash, ""), s.cfg.TTL.Milliseconds(), s.channel(), sess.Userhash).Err()
 	if err != nil {
 		return "", Session{}, fmt.Errorf("creating session: %w", store.RedisErr(err))
 	}
@@ -150,7 +169,15 @@ func (s *Store) Lookup(ctx context.Context, token string) (Session, error) {
 	if !ok {
 		return Session{}, ErrNotFound
 	}
-	id := hashSecret(secret)
+	sum := sha256.Sum256([]byte(secret))
+	var gen uint64
+	if s.cache != nil {
+		if sess, ok := s.cache.get(sum, s.now()); ok && sess.Userhash == userhash {
+			return sess, nil
+		}
+		gen = s.cache.gen.Load()
+	}
+	id := hex.EncodeToString(sum[:])
 	key := s.sessionKey(userhash, id)
 	var record []byte
 	var remaining time.Duration
@@ -186,6 +213,9 @@ func (s *Store) Lookup(ctx context.Context, token string) (Session, error) {
 		// A failed refresh only shortens the session; the request may pass.
 		_ = s.rdb.PExpire(ctx, key, life).Err()
 	}
+	if s.cache != nil {
+		s.cache.put(sum, sess, gen, now)
+	}
 	return sess, nil
 }
 
@@ -197,9 +227,13 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 		return nil
 	}
 	id := hashSecret(secret)
+	if s.cache != nil {
+		s.cache.dropUser(userhash)
+	}
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, s.sessionKey(userhash, id))
 		p.ZRem(ctx, s.indexKey(userhash), id)
+		p.Publish(ctx, s.channel(), userhash)
 		return nil
 	})
 	if err != nil {
@@ -211,8 +245,11 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 // RevokeUser ends every session of the user except the one with id keepID
 // (empty to end them all) and returns how many ended.
 func (s *Store) RevokeUser(ctx context.Context, userhash, keepID string) (int, error) {
+	if s.cache != nil {
+		s.cache.dropUser(userhash)
+	}
 	n, err := revokeScript.Run(ctx, s.rdb, []string{s.indexKey(userhash)},
-		s.sessionKey(userhash, ""), keepID).Int()
+		s.sessionKey(userhash, ""), keepID, s.channel(), userhash).Int()
 	if err != nil {
 		return 0, fmt.Errorf("ending sessions: %w", store.RedisErr(err))
 	}

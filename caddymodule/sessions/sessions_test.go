@@ -138,3 +138,56 @@ func TestIdleSliding(t *testing.T) {
 		t.Fatalf("past session_ttl: %v", err)
 	}
 }
+
+// The cache serves what it validated, forgets a user's sessions when told,
+// and never stores a read that raced with an invalidation.
+func TestCache(t *testing.T) {
+	c := newCache(2, time.Minute)
+	now := time.Now()
+	sess := Session{UserID: 1, Userhash: alice, Expires: now.Add(time.Hour).Unix()}
+	k1, k2, k3 := [32]byte{1}, [32]byte{2}, [32]byte{3}
+
+	c.put(k1, sess, c.gen.Load(), now)
+	if _, ok := c.get(k1, now); ok {
+		t.Fatal("used while the subscription is not live")
+	}
+	c.reset(true)
+	gen := c.gen.Load()
+	c.put(k1, sess, gen, now)
+	if got, ok := c.get(k1, now); !ok || got.UserID != 1 {
+		t.Fatal("not cached")
+	}
+	if _, ok := c.get(k1, now.Add(2*time.Minute)); ok {
+		t.Fatal("served past its age")
+	}
+	if _, ok := c.get(k1, now.Add(2*time.Hour)); ok {
+		t.Fatal("served past the session's expiry")
+	}
+
+	stale := c.gen.Load()
+	c.dropUser(alice)
+	if _, ok := c.get(k1, now); ok {
+		t.Fatal("served after dropUser")
+	}
+	c.put(k2, sess, stale, now) // read before the invalidation
+	if _, ok := c.get(k2, now); ok {
+		t.Fatal("stored a read that raced with an invalidation")
+	}
+
+	gen = c.gen.Load()
+	c.put(k1, sess, gen, now)
+	c.put(k2, sess, gen, now)
+	c.put(k3, sess, gen, now) // over the size: not stored
+	if _, ok := c.get(k3, now); ok || len(c.entries) != 2 {
+		t.Fatalf("size bound not kept: %d entries", len(c.entries))
+	}
+	c.sweep(now.Add(2 * time.Minute))
+	if len(c.entries) != 0 || len(c.byUser) != 0 {
+		t.Fatalf("sweep left %d entries, %d users", len(c.entries), len(c.byUser))
+	}
+	c.put(k1, sess, c.gen.Load(), now)
+	c.reset(false)
+	if _, ok := c.get(k1, now); ok || len(c.entries) != 0 {
+		t.Fatal("entries survived a lost subscription")
+	}
+}

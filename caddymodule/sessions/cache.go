@@ -1,0 +1,190 @@
+package sessions
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// The gate runs on every request; a Redis round trip on each would be most
+// of its cost. The cache keeps sessions it has validated in memory, and stays
+// correct across instances by listening on a Redis channel on which every
+// instance announces each user whose sessions ended (logout, password
+// change, revocation, eviction). Whenever that subscription is not known to
+// be healthy the cache is dropped whole and every lookup goes to Redis, so a
+// missed announcement can never keep an ended session alive.
+//
+// Channel: <prefix>:ended, payload: the userhash.
+
+// How often the subscription proves it is alive, and how long silence may
+// last before the cache is dropped.
+const (
+	pingEvery   = time.Second
+	silenceMax  = 3 * time.Second
+	cacheMaxAge = 5 * time.Minute
+)
+
+type cacheEntry struct {
+	sess  Session
+	until int64 // Unix ns after which the entry is not used
+}
+
+type cache struct {
+	mu      sync.RWMutex
+	entries map[[32]byte]cacheEntry
+	byUser  map[string][][32]byte
+	max     int
+	maxAge  time.Duration
+	// live is true while the subscription is healthy; entries are used and
+	// added only then.
+	live atomic.Bool
+	// gen changes at every invalidation, so a lookup that raced with one
+	// does not store what it read before it.
+	gen atomic.Uint64
+}
+
+func newCache(max int, maxAge time.Duration) *cache {
+	return &cache{entries: map[[32]byte]cacheEntry{}, byUser: map[string][][32]byte{}, max: max, maxAge: maxAge}
+}
+
+func (c *cache) get(key [32]byte, now time.Time) (Session, bool) {
+	if !c.live.Load() {
+		return Session{}, false
+	}
+	c.mu.RLock()
+	e, ok := c.entries[key]
+	c.mu.RUnlock()
+	if !ok || now.UnixNano() > e.until || now.Unix() >= e.sess.Expires {
+		return Session{}, false
+	}
+	return e.sess, true
+}
+
+func (c *cache) put(key [32]byte, sess Session, gen uint64, now time.Time) {
+	if !c.live.Load() {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen.Load() != gen || len(c.entries) >= c.max {
+		return
+	}
+	if _, ok := c.entries[key]; !ok {
+		c.byUser[sess.Userhash] = append(c.byUser[sess.Userhash], key)
+	}
+	c.entries[key] = cacheEntry{sess: sess, until: now.Add(c.maxAge).UnixNano()}
+}
+
+// dropUser forgets every cached session of the user.
+func (c *cache) dropUser(userhash string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen.Add(1)
+	for _, key := range c.byUser[userhash] {
+		delete(c.entries, key)
+	}
+	delete(c.byUser, userhash)
+}
+
+// reset forgets everything and sets whether the cache may be used.
+func (c *cache) reset(live bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen.Add(1)
+	c.live.Store(live)
+	clear(c.entries)
+	clear(c.byUser)
+}
+
+// sweep removes entries past their age, so that sessions nobody uses any
+// more do not hold memory.
+func (c *cache) sweep(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for user, keys := range c.byUser {
+		kept := keys[:0]
+		for _, key := range keys {
+			if e, ok := c.entries[key]; ok && now.UnixNano() <= e.until {
+				kept = append(kept, key)
+			} else {
+				delete(c.entries, key)
+			}
+		}
+		if len(kept) == 0 {
+			delete(c.byUser, user)
+		} else {
+			c.byUser[user] = kept
+		}
+	}
+}
+
+func (s *Store) channel() string { return s.cfg.Prefix + ":ended" }
+
+// Watch keeps the cache's subscription until ctx ends. Without a call to
+// Watch the cache is never used. It logs when the cache goes on and off.
+func (s *Store) Watch(ctx context.Context, logger *zap.Logger) {
+	if s.cache == nil {
+		return
+	}
+	sweep := time.NewTicker(time.Minute)
+	defer sweep.Stop()
+	for ctx.Err() == nil {
+		err := s.listen(ctx, sweep.C)
+		if s.cache.live.Load() {
+			logger.Warn("session cache off: subscription lost, every request asks Redis", zap.Error(err))
+		}
+		s.cache.reset(false)
+		select {
+		case <-ctx.Done():
+		case <-time.After(pingEvery):
+		}
+	}
+}
+
+// listen subscribes and serves invalidations until the subscription fails
+// or stays silent too long; a ping every second keeps it talking.
+func (s *Store) listen(ctx context.Context, sweep <-chan time.Time) error {
+	ps := s.rdb.Subscribe(ctx, s.channel())
+	defer ps.Close()
+	pingCtx, stopPing := context.WithCancel(ctx)
+	defer stopPing()
+	go func() {
+		t := time.NewTicker(pingEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-pingCtx.Done():
+				return
+			case <-t.C:
+				_ = ps.Ping(pingCtx) // a failed ping shows as silence below
+			}
+		}
+	}()
+	for {
+		msg, err := ps.ReceiveTimeout(ctx, silenceMax)
+		if err != nil {
+			return err
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				// Sessions may have ended while nobody listened: start empty.
+				s.cache.reset(true)
+			}
+		case *redis.Message:
+			s.cache.dropUser(m.Payload)
+		}
+		select {
+		case now := <-sweep:
+			s.cache.sweep(now)
+		default:
+		}
+	}
+}
+
+// CacheLive tells whether the session cache is in use.
+func (s *Store) CacheLive() bool { return s.cache != nil && s.cache.live.Load() }
