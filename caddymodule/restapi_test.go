@@ -100,6 +100,9 @@ func TestRESTRegisterAndLogin(t *testing.T) {
 	r = e.do(c, "POST", "/api/user/account", nil)
 	e.expectREST(r, 200, false, "Invalid username/password")
 
+	r = e.do(nil, "PUT", "/api/user/account/uma", `{"password":"uma-password","email":"uma@example.com"}`,
+		"Origin", "https://evil.example")
+	e.expectREST(r, 403, false, "Cross-site request refused")
 	r = e.do(nil, "PUT", "/api/user/account/uma", `{"password": "x"`)
 	e.expectREST(r, 400, false, "Invalid request body: send a JSON object of at most 64 KiB")
 	r = e.do(nil, "GET", "/api/user/account", nil)

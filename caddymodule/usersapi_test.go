@@ -131,10 +131,18 @@ func TestUsersSharedMessages(t *testing.T) {
 	}
 	r = e.do(nil, "GET", "/auth/users/nothing", nil)
 	e.expect(r, 404, false, "NOT_FOUND")
+	// A text/plain form on another site can carry JSON; the browser's Origin
+	// gives it away.
+	r = e.do(nil, "POST", "/auth/users/register", `{"username":"csrf","password":"csrf-password"}`,
+		"Content-Type", "text/plain", "Origin", "https://evil.example")
+	e.expect(r, 403, false, "CROSS_SITE_REQUEST")
+	r = e.do(nil, "POST", "/auth/users/register", `{"username":"same","password":"same-password"}`,
+		"Content-Type", "text/plain", "Origin", e.base)
+	e.expect(r, 200, true, "USER_INSERT_OK")
 	if r.header.Get("Content-Type") != "application/json; charset=utf-8" {
 		t.Fatalf("content type %q", r.header.Get("Content-Type"))
 	}
-	if n := e.scalar("SELECT count(*) FROM authgate.users"); n != int64(0) {
+	if n := e.scalar("SELECT count(*) FROM authgate.users WHERE username <> 'same'"); n != int64(0) {
 		t.Fatalf("%v accounts after bad input", n)
 	}
 }

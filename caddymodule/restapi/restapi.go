@@ -58,6 +58,12 @@ type API struct {
 
 // Serve answers a request whose path below the API's prefix is rest.
 func (a *API) Serve(w http.ResponseWriter, r *http.Request, rest string) {
+	// Bodies are read as JSON whatever their type, so a text/plain form on
+	// any site could post here; browsers say where they come from.
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && !web.SameOrigin(r) {
+		reply(w, http.StatusForbidden, false, "Cross-site request refused")
+		return
+	}
 	parts := strings.Split(strings.Trim(rest, "/"), "/")
 	route, arg := parts[0], ""
 	if len(parts) == 2 {

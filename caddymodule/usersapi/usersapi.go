@@ -36,6 +36,10 @@ const (
 	ServiceUnavailable = "SERVICE_UNAVAILABLE"
 	InternalError      = "INTERNAL_ERROR"
 	PleaseLogin        = "PLEASE_LOGIN"
+	// CrossSite refuses a browser's request sent from another site: bodies
+	// are read as JSON whatever their type, so a text/plain form on any
+	// site could otherwise post here (login CSRF).
+	CrossSite = "CROSS_SITE_REQUEST"
 )
 
 // API serves the users dialect.
@@ -74,6 +78,10 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, name string) {
 	if !slices.Contains(strings.Split(ep.methods, ", "), method) {
 		w.Header().Set("Allow", ep.methods)
 		Fail(w, http.StatusMethodNotAllowed, MethodNotAllowed)
+		return
+	}
+	if method != http.MethodGet && !web.SameOrigin(r) {
+		Fail(w, http.StatusForbidden, CrossSite)
 		return
 	}
 	p, err := web.ReadParams(w, r)
