@@ -108,6 +108,7 @@ type App struct {
 
 	stores    stores
 	runtime   atomic.Pointer[auth.Service]
+	started   chan struct{} // closed by Start
 	stopWatch context.CancelFunc
 	metrics   *metrics.Metrics
 	events    *caddyevents.App
@@ -162,6 +163,7 @@ func (*App) CaddyModule() caddy.ModuleInfo {
 func (a *App) Provision(ctx caddy.Context) error {
 	a.ctx = ctx
 	a.logger = ctx.Logger()
+	a.started = make(chan struct{})
 	if err := a.prepare(); err != nil {
 		return err
 	}
@@ -236,6 +238,7 @@ func (a *App) Start() error {
 		return fmt.Errorf("authgate: %w", err)
 	}
 	a.runtime.Store(svc)
+	close(a.started)
 	watchCtx, stop := context.WithCancel(context.Background())
 	a.stopWatch = stop
 	go a.stores.sessions.Watch(watchCtx, a.logger)
@@ -341,8 +344,23 @@ func (a *App) Cleanup() error {
 	return nil
 }
 
-// service returns the live account service, or nil before Start.
-func (a *App) service() *auth.Service { return a.runtime.Load() }
+// service returns the live account service. Caddy starts its apps in no
+// set order, so the HTTP server may take requests a moment before this app
+// has connected its stores: those wait for it (briefly) rather than fail.
+// It returns nil when the app has not started in time.
+func (a *App) service(ctx context.Context) *auth.Service {
+	if svc := a.runtime.Load(); svc != nil {
+		return svc
+	}
+	timer := time.NewTimer(5 * time.Second)
+	defer timer.Stop()
+	select {
+	case <-a.started:
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+	return a.runtime.Load()
+}
 
 func (a *App) redisConfig() store.RedisConfig {
 	c := store.RedisConfig{URL: a.Redis, ClusterAddrs: a.RedisCluster}

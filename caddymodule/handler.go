@@ -122,7 +122,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	hdr.Del(HeaderEmail)
 	hdr.Del(HeaderUserID)
 
-	svc := h.app.service()
+	svc := h.app.service(r.Context())
 	path := r.URL.Path
 	switch {
 	case under(path, h.Prefix):

@@ -46,7 +46,7 @@ func whoami(r *http.Request) identity {
 // the path and query come from anyone.
 var page = template.Must(template.New("page").Parse(`<!doctype html>
 <html lang="en">
-<head><meta charset="utf-8"><title>authgate demo</title></head>
+<head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>authgate demo</title></head>
 <body>
 <h1>Hello, {{or .User "stranger"}}</h1>
 <table>
