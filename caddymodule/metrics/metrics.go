@@ -12,8 +12,11 @@ import (
 // Metrics are the collectors of one loaded config. A nil *Metrics records
 // nothing, which keeps tests and tools free of registry plumbing.
 type Metrics struct {
-	logins      *prometheus.CounterVec
-	gate        *prometheus.CounterVec
+	logins *prometheus.CounterVec
+	gate   *prometheus.CounterVec
+	// The gate counts every request: its counters are looked up once here,
+	// not per request.
+	decisions   map[string]prometheus.Counter
 	throttled   *prometheus.CounterVec
 	mails       *prometheus.CounterVec
 	hashSeconds prometheus.Histogram
@@ -39,6 +42,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
 			Help: "Failed store operations by store (postgres, redis)."}, []string{"store"}),
 	}
+	m.decisions = map[string]prometheus.Counter{}
+	for _, d := range []string{"allowed", "redirected", "denied", "public", "unavailable"} {
+		m.decisions[d] = m.gate.WithLabelValues(d)
+	}
 	for _, c := range []prometheus.Collector{m.logins, m.gate, m.throttled, m.mails, m.hashSeconds, m.storeErrors} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
@@ -56,9 +63,14 @@ func (m *Metrics) Login(result string) {
 
 // Gate counts a gate decision.
 func (m *Metrics) Gate(decision string) {
-	if m != nil {
-		m.gate.WithLabelValues(decision).Inc()
+	if m == nil {
+		return
 	}
+	if c, ok := m.decisions[decision]; ok {
+		c.Inc()
+		return
+	}
+	m.gate.WithLabelValues(decision).Inc()
 }
 
 // Throttled counts a refused attempt.

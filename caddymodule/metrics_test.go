@@ -1,0 +1,52 @@
+package caddymodule
+
+import (
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// The metrics land in Caddy's own registry, served with Caddy's metrics.
+func TestMetrics(t *testing.T) {
+	e := newEnv(t, options{})
+	e.register("mark", "mark-password", "mark@example.com")
+	c := e.client()
+	e.login(c, "mark", "mark-password")
+	e.do(nil, "POST", "/auth/users/login", map[string]any{"username": "mark", "password": "wrong-password"})
+	e.do(c, "GET", "/app", nil)
+	e.do(nil, "GET", "/app", nil, "Accept", "text/html")
+	e.do(nil, "POST", "/auth/users/requestotp", map[string]any{"username": "mark"})
+
+	ctx := caddy.ActiveContext()
+	families, err := ctx.GetMetricsRegistry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			key := f.GetName()
+			for _, l := range m.GetLabel() {
+				key += "/" + l.GetValue()
+			}
+			switch {
+			case m.GetCounter() != nil:
+				got[key] = m.GetCounter().GetValue()
+			case m.GetHistogram() != nil:
+				got[key] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	for key, min := range map[string]float64{
+		"authgate_logins_total/success":            1,
+		"authgate_logins_total/invalid_password":   1,
+		"authgate_gate_decisions_total/allowed":    1,
+		"authgate_gate_decisions_total/redirected": 1,
+		"authgate_mails_total/sent":                1,
+		"authgate_password_hash_seconds":           3,
+	} {
+		if got[key] < min {
+			t.Errorf("%s = %v, want at least %v", key, got[key], min)
+		}
+	}
+}
