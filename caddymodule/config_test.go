@@ -152,6 +152,14 @@ func TestCaddyfileErrorsNameTheDirective(t *testing.T) {
 	}
 }
 
+// A JSON handler with a root prefix would swallow the whole site.
+func TestHandlerRefusesRootPrefix(t *testing.T) {
+	h := &Handler{Prefix: "/"}
+	if err := h.Validate(); err == nil || !strings.Contains(err.Error(), "prefix") {
+		t.Fatalf("prefix /: %v", err)
+	}
+}
+
 // JSON configs (which skip the Caddyfile) are checked when provisioning.
 func TestValidateChecksJSONConfig(t *testing.T) {
 	for _, tc := range []struct{ app, want string }{

@@ -69,6 +69,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision joins the handler to the authgate app, which every site shares.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	// Judge the paths as written, before they are normalised below.
+	if err := h.Validate(); err != nil {
+		return err
+	}
 	if h.Prefix == "" {
 		h.Prefix = DefaultPrefix
 	}
