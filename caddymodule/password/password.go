@@ -18,7 +18,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"runtime"
 	"strings"
 	"time"
 
@@ -92,15 +91,16 @@ type Hasher struct {
 }
 
 // NewHasher returns a Hasher that writes hashes with p and runs at most
-// concurrency computations at once; concurrency <= 0 means
-// runtime.GOMAXPROCS(0), since argon2 and bcrypt are CPU-bound and more
-// would only add memory. Peak memory is about concurrency × p.Memory KiB.
+// concurrency computations at once; concurrency <= 0 means one per core,
+// since argon2 and bcrypt are CPU-bound and more would only add memory. The
+// whole process never runs more than PoolSize at once (see threads.go).
+// Peak memory is about min(concurrency, PoolSize) × p.Memory KiB.
 func NewHasher(p Params, concurrency int) (*Hasher, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("password hasher: %w", err)
 	}
 	if concurrency <= 0 {
-		concurrency = runtime.GOMAXPROCS(0)
+		concurrency = PoolSize
 	}
 	h := &Hasher{
 		params: p,
@@ -216,10 +216,17 @@ func (h *Hasher) run(ctx context.Context, f func()) error {
 	}
 	defer func() { <-h.sem }()
 
-	start := time.Now()
-	f()
+	var took time.Duration
+	err := onHashThread(ctx, func() {
+		start := time.Now()
+		f()
+		took = time.Since(start)
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for a hashing thread: %w", err)
+	}
 	if h.Observe != nil {
-		h.Observe(time.Since(start))
+		h.Observe(took)
 	}
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -86,7 +85,7 @@ func TestNewHasherConcurrency(t *testing.T) {
 		}
 		want := c
 		if c <= 0 {
-			want = runtime.GOMAXPROCS(0)
+			want = PoolSize
 		}
 		if cap(h.sem) != want {
 			t.Errorf("NewHasher(_, %d): %d slots, want %d", c, cap(h.sem), want)
