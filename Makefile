@@ -2,13 +2,15 @@
 # make test: every test, against throwaway stores unless AUTHGATE_POSTGRES and
 #            AUTHGATE_REDIS name others
 # make build: bin/caddy, built by xcaddy from xcaddy.json
+# make bench: the gate measured against plain Caddy and the alternatives,
+#             written to BENCHMARKS.md (cmd/bench; under 10 minutes)
 
 # Our module is not published: the go commands must not look it up in the
 # module proxy or the checksum database. -mod=mod lets them complete go.mod.
 export GOPRIVATE := github.com/authgate/authgate
 export GOFLAGS := -mod=mod
 
-.PHONY: build run test deps deps-stores devstores clean
+.PHONY: build run test bench deps deps-stores devstores clean
 
 build:
 	go run ./cmd/build -o bin/caddy
@@ -18,6 +20,12 @@ run: deps-stores build devstores
 
 test: deps devstores
 	bin/devstores -- go test -count=1 -timeout 12m ./...
+
+# bin/bench also builds bin/caddy-security (once) and starts its own stores.
+bench: build
+	@$(call need,postgresql redis-server wrk)
+	go build -o bin/bench ./cmd/bench
+	bin/bench
 
 # A binary rather than go run, which would stand between devstores and the
 # terminal's signals.
