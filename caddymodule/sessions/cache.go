@@ -133,8 +133,8 @@ func (s *Store) Watch(ctx context.Context, logger *zap.Logger) {
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
 	for ctx.Err() == nil {
-		err := s.listen(ctx, sweep.C)
-		if s.cache.live.Load() {
+		err := s.listen(ctx, sweep.C, logger)
+		if s.cache.live.Load() && ctx.Err() == nil {
 			logger.Warn("session cache off: subscription lost, every request asks Redis", zap.Error(err))
 		}
 		s.cache.reset(false)
@@ -147,7 +147,7 @@ func (s *Store) Watch(ctx context.Context, logger *zap.Logger) {
 
 // listen subscribes and serves invalidations until the subscription fails
 // or stays silent too long; a ping every second keeps it talking.
-func (s *Store) listen(ctx context.Context, sweep <-chan time.Time) error {
+func (s *Store) listen(ctx context.Context, sweep <-chan time.Time, logger *zap.Logger) error {
 	ps := s.rdb.Subscribe(ctx, s.channel())
 	defer ps.Close()
 	pingCtx, stopPing := context.WithCancel(ctx)
@@ -174,6 +174,7 @@ func (s *Store) listen(ctx context.Context, sweep <-chan time.Time) error {
 			if m.Kind == "subscribe" {
 				// Sessions may have ended while nobody listened: start empty.
 				s.cache.reset(true)
+				logger.Info("session cache on", zap.String("channel", m.Channel))
 			}
 		case *redis.Message:
 			s.cache.dropUser(m.Payload)
