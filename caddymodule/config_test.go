@@ -254,6 +254,8 @@ func TestReloadKeepsPools(t *testing.T) {
 	if err := second.stores.db.Ping(); err != nil {
 		t.Fatalf("pool closed by the old config's cleanup: %v", err)
 	}
+	// The old server closed its idle keep-alive connections at the reload.
+	c.CloseIdleConnections()
 	r := e.do(c, "GET", "/auth/users/info", nil)
 	e.expect(r, 200, true, "")
 }
