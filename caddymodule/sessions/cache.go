@@ -2,6 +2,10 @@ package sessions
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,7 +22,12 @@ import (
 // be healthy the cache is dropped whole and every lookup goes to Redis, so a
 // missed announcement can never keep an ended session alive.
 //
-// Channel: <prefix>:ended, payload: the userhash.
+// Channel: <prefix>:ended, payload: "<userhash> <id>". Every listener, once
+// it has dropped the user's entries, counts the announcement as done at
+// <prefix>:heard:<id>, and the instance that ended the sessions waits (a
+// second at most) until every listener PUBLISH reached has: so when a logout
+// answers, no instance can still serve the session from memory, however
+// late its listener was scheduled.
 
 // How often the subscription proves it is alive, and how long silence may
 // last before the cache is dropped.
@@ -177,7 +186,16 @@ func (s *Store) listen(ctx context.Context, sweep <-chan time.Time, logger *zap.
 				logger.Info("session cache on", zap.String("channel", m.Channel))
 			}
 		case *redis.Message:
-			s.cache.dropUser(m.Payload)
+			userhash, id, _ := strings.Cut(m.Payload, " ")
+			s.cache.dropUser(userhash)
+			if id != "" {
+				key := s.heardKey(id)
+				_, _ = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+					p.Incr(ctx, key)
+					p.Expire(ctx, key, time.Minute)
+					return nil
+				})
+			}
 		}
 		select {
 		case now := <-sweep:
@@ -189,3 +207,38 @@ func (s *Store) listen(ctx context.Context, sweep <-chan time.Time, logger *zap.
 
 // CacheLive tells whether the session cache is in use.
 func (s *Store) CacheLive() bool { return s.cache != nil && s.cache.live.Load() }
+
+// announcement names one announcement of ended sessions.
+type announcement struct{ userhash, id string }
+
+func newAnnouncement(userhash string) announcement {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return announcement{userhash: userhash, id: hex.EncodeToString(b)}
+}
+
+func (a announcement) payload() string { return a.userhash + " " + a.id }
+
+func (s *Store) heardKey(id string) string { return s.cfg.Prefix + ":heard:" + id }
+
+// awaitHeard waits until the listeners that received the announcement (heard
+// of them) have acted on it, or a second has passed: a listener that slow is
+// about to lose its subscription to the ping check anyway.
+func (s *Store) awaitHeard(ctx context.Context, a announcement, heard int) {
+	if heard == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	for wait := time.Millisecond; ; wait = min(2*wait, 20*time.Millisecond) {
+		n, err := s.rdb.Get(ctx, s.heardKey(a.id)).Int()
+		if (err == nil || errors.Is(err, redis.Nil)) && n >= heard {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}

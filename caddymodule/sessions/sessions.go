@@ -96,8 +96,9 @@ const (
 // one step. The index is never longer than the limit, so the scan is cheap.
 // KEYS[1] session key, KEYS[2] index; ARGV: record, lifetime ms, id, now ms,
 // max sessions, key prefix of the user's sessions, index lifetime ms,
-// invalidation channel, userhash.
+// invalidation channel, announcement. Returns how many instances heard it.
 var createScript = redis.NewScript(`
+local heard = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   if redis.call('EXISTS', ARGV[6] .. id) == 0 then redis.call('ZREM', KEYS[2], id) end
 end
@@ -107,15 +108,16 @@ local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
 if over > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[2], over)
   for i = 1, #popped, 2 do redis.call('DEL', ARGV[6] .. popped[i]) end
-  redis.call('PUBLISH', ARGV[8], ARGV[9])
+  heard = redis.call('PUBLISH', ARGV[8], ARGV[9])
 end
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
-return 1
+return heard
 `)
 
 // revokeScript ends every session in the index except ARGV[2] (may be
 // empty) and announces it. KEYS[1] index; ARGV[1] key prefix of the user's
-// sessions, ARGV[3] invalidation channel, ARGV[4] userhash.
+// sessions, ARGV[3] invalidation channel, ARGV[4] announcement. Returns the
+// number ended and how many instances heard the announcement.
 var revokeScript = redis.NewScript(`
 local n = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -124,8 +126,8 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
     redis.call('ZREM', KEYS[1], id)
   end
 end
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return n
+local heard = redis.call('PUBLISH', ARGV[3], ARGV[4])
+return {n, heard}
 `)
 
 // Create starts a session for the user and returns its token. The token is
@@ -151,13 +153,15 @@ func (s *Store) Create(ctx context.Context, sess Session) (string, Session, erro
 	if s.cfg.Idle > 0 && s.cfg.Idle < life {
 		life = s.cfg.Idle
 	}
-	err = createScript.Run(ctx, s.rdb,
+	note := newAnnouncement(sess.Userhash)
+	heard, err := createScript.Run(ctx, s.rdb,
 		[]string{s.sessionKey(sess.Userhash, sess.ID), s.indexKey(sess.Userhash)},
 		record, life.Milliseconds(), sess.ID, now.UnixMilli(), s.cfg.MaxPerUser,
-		s.sessionKey(sess.Userhash, ""), s.cfg.TTL.Milliseconds(), s.channel(), sess.Userhash).Err()
+		s.sessionKey(sess.Userhash, ""), s.cfg.TTL.Milliseconds(), s.channel(), note.payload()).Int()
 	if err != nil {
 		return "", Session{}, fmt.Errorf("creating session: %w", store.RedisErr(err))
 	}
+	s.awaitHeard(ctx, note, heard) // sessions evicted beyond max_sessions
 	return token, sess, nil
 }
 
@@ -230,15 +234,18 @@ func (s *Store) Delete(ctx context.Context, token string) error {
 	if s.cache != nil {
 		s.cache.dropUser(userhash)
 	}
+	note := newAnnouncement(userhash)
+	var heard *redis.IntCmd
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, s.sessionKey(userhash, id))
 		p.ZRem(ctx, s.indexKey(userhash), id)
-		p.Publish(ctx, s.channel(), userhash)
+		heard = p.Publish(ctx, s.channel(), note.payload())
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("ending session: %w", store.RedisErr(err))
 	}
+	s.awaitHeard(ctx, note, int(heard.Val()))
 	return nil
 }
 
@@ -248,12 +255,14 @@ func (s *Store) RevokeUser(ctx context.Context, userhash, keepID string) (int, e
 	if s.cache != nil {
 		s.cache.dropUser(userhash)
 	}
-	n, err := revokeScript.Run(ctx, s.rdb, []string{s.indexKey(userhash)},
-		s.sessionKey(userhash, ""), keepID, s.channel(), userhash).Int()
-	if err != nil {
+	note := newAnnouncement(userhash)
+	res, err := revokeScript.Run(ctx, s.rdb, []string{s.indexKey(userhash)},
+		s.sessionKey(userhash, ""), keepID, s.channel(), note.payload()).Int64Slice()
+	if err != nil || len(res) != 2 {
 		return 0, fmt.Errorf("ending sessions: %w", store.RedisErr(err))
 	}
-	return n, nil
+	s.awaitHeard(ctx, note, int(res[1]))
+	return int(res[0]), nil
 }
 
 // List returns the live sessions of the user, oldest first.
