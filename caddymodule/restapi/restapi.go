@@ -13,7 +13,6 @@ package restapi
 import (
 	"encoding/json"
 	"errors"
-	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -338,7 +337,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var throttled *auth.ThrottledError
 	switch {
 	case errors.As(err, &throttled):
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(throttled.RetryAfter.Seconds()))))
+		web.SetRetryAfter(w, throttled.RetryAfter)
 		reply(w, http.StatusTooManyRequests, false, "Too many attempts, try again later")
 	case errors.Is(err, store.ErrUnavailable):
 		a.Logger.Error("store unavailable", zap.String("uri", r.URL.Path), zap.Error(err))

@@ -11,10 +11,8 @@ package usersapi
 import (
 	"encoding/json"
 	"errors"
-	"math"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -246,7 +244,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var throttled *auth.ThrottledError
 	switch {
 	case errors.As(err, &throttled):
-		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(throttled.RetryAfter.Seconds()))))
+		web.SetRetryAfter(w, throttled.RetryAfter)
 		Fail(w, http.StatusTooManyRequests, TooManyAttempts)
 	case errors.Is(err, auth.ErrInvalidInput):
 		Fail(w, http.StatusBadRequest, InvalidInput)

@@ -203,3 +203,9 @@ func SameOrigin(r *http.Request) bool {
 	}
 	return strings.EqualFold(u.Host, r.Host)
 }
+
+// SetRetryAfter tells a throttled client when to come back, in whole seconds
+// rounded up, so that it never retries too early.
+func SetRetryAfter(w http.ResponseWriter, d time.Duration) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
+}
