@@ -40,6 +40,7 @@ type env struct {
 	logFile  string
 	db       *sql.DB
 	rdb      *redis.Client
+	cfgJSON  []byte // the loaded config, for tests that reload a variant
 }
 
 // options change the generated Caddyfile.
@@ -126,6 +127,7 @@ func (e *env) load(caddyfileText string) {
 	if err != nil {
 		e.t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfileText)
 	}
+	e.cfgJSON = cfgJSON
 	if err := caddy.Load(cfgJSON, true); err != nil {
 		e.t.Fatalf("loading config: %v", err)
 	}
