@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
 // messages returns messages[0] of the REST dialect's envelope.
@@ -219,4 +221,21 @@ func TestRESTPasswordChangeBySession(t *testing.T) {
 		200, true, "Successful login")
 	e.expectREST(e.do(nil, "POST", "/api/user/account", nil, "Authorization", basic("zoe", "zoe-new-password")),
 		200, true, "Successful login")
+}
+
+// A session that cannot be checked is an outage, not a wrong password.
+func TestRESTSessionWithoutRedis(t *testing.T) {
+	rs := testenv.OwnRedis(t)
+	e := newEnv(t, options{redis: rs.URL(), site: "account_api /api/user", global: "session_cache off"})
+	e.register("olga", "olga-password", "olga@example.com")
+	c := e.client()
+	e.login(c, "olga", "olga-password")
+	if err := rs.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = rs.Resume() }()
+	r := e.do(c, "POST", "/api/user/account", nil)
+	e.expectREST(r, 503, false, "Service unavailable, try again later")
+	r = e.do(c, "PUT", "/api/user/password", `{"password":"olga-new-password"}`)
+	e.expectREST(r, 503, false, "Service unavailable, try again later")
 }

@@ -247,7 +247,7 @@ func (s *Service) RequestOTP(ctx context.Context, username, ip string) (accounts
 	}
 	body := fmt.Sprintf("Your one-time code to reset the password of %s is:\n\n    %s\n\n"+
 		"It is valid for %s. If you did not ask for it, ignore this mail: your password stays as it is.\n",
-		u.Username, code, humanDuration(s.OneTime.TTL()))
+		u.Username, code, HumanDuration(s.OneTime.TTL()))
 	if err := s.send(ctx, u, "Your password reset code", body); err != nil {
 		_ = s.OneTime.DropOTP(ctx, u.Userhash)
 		return accounts.User{}, "", err
@@ -380,7 +380,7 @@ func (s *Service) MailResetLink(ctx context.Context, u accounts.User, ip string,
 	}
 	body := fmt.Sprintf("To set a new password for %s, open this link:\n\n%s\n\n"+
 		"It works once and for %s. If you did not ask for it, ignore this mail: your password stays as it is.\n",
-		u.Username, link(token), humanDuration(s.OneTime.TTL()))
+		u.Username, link(token), HumanDuration(s.OneTime.TTL()))
 	if err := s.send(ctx, u, "Reset your password", body); err != nil {
 		return err
 	}
@@ -574,9 +574,10 @@ func validUserhash(h string) bool {
 	return true
 }
 
-// humanDuration says a lifetime the way a mail would: "10 minutes".
-func humanDuration(d time.Duration) string {
-	unit, n := "minute", int64(d/time.Minute)
+// HumanDuration says a time the way a mail or a page would: "10 minutes",
+// rounded up to whole minutes so that nobody is told to wait 0 minutes.
+func HumanDuration(d time.Duration) string {
+	unit, n := "minute", int64((d+time.Minute-1)/time.Minute)
 	if d >= time.Hour && d%time.Hour == 0 {
 		unit, n = "hour", int64(d/time.Hour)
 	}
@@ -585,6 +586,3 @@ func humanDuration(d time.Duration) string {
 	}
 	return fmt.Sprintf("%d %ss", n, unit)
 }
-
-// HumanDuration is humanDuration for the pages.
-func HumanDuration(d time.Duration) string { return humanDuration(d) }

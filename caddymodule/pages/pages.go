@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/caddymodule/auth"
-	"github.com/authgate/authgate/caddymodule/store"
 	"github.com/authgate/authgate/caddymodule/web"
 )
 
@@ -103,11 +102,11 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 	}
 	_, token, sess, err := p.Service.Login(r.Context(), username, password, web.ClientIP(r))
 	if err != nil {
-		status, msg := p.explain(err)
-		if errors.Is(err, auth.ErrInvalidPassword) || errors.Is(err, auth.ErrUnknownUser) {
-			status, msg = http.StatusUnauthorized, "Wrong username or password."
+		status := http.StatusUnauthorized
+		v.Error = "Wrong username or password."
+		if !errors.Is(err, auth.ErrInvalidPassword) && !errors.Is(err, auth.ErrUnknownUser) {
+			status, v.Error = p.explain(w, r, err)
 		}
-		v.Error = msg
 		p.render(w, status, "login", v)
 		return
 	}
@@ -129,14 +128,15 @@ func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
 	v.Username, v.Email = r.PostFormValue("username"), r.PostFormValue("email")
 	u, err := p.Service.Register(r.Context(), v.Username, r.PostFormValue("password"), v.Email, web.ClientIP(r))
 	if err != nil {
-		status, msg := p.explain(err)
+		var status int
 		switch {
 		case errors.Is(err, auth.ErrExists):
-			status, msg = http.StatusConflict, "That username is taken. Choose another, or log in."
+			status, v.Error = http.StatusConflict, "That username is taken. Choose another, or log in."
 		case errors.Is(err, auth.ErrInvalidInput):
-			msg = "Usernames are 1 to 64 characters without spaces, ':' or '/'; the email must be a plain address."
+			status, v.Error = http.StatusBadRequest, "Usernames are 1 to 64 characters without spaces, ':' or '/'; the email must be a plain address."
+		default:
+			status, v.Error = p.explain(w, r, err)
 		}
-		v.Error = msg
 		p.render(w, status, "register", v)
 		return
 	}
@@ -165,16 +165,17 @@ func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
 		v.Username = r.PostFormValue("username")
 		u, reqid, err := p.Service.RequestOTP(r.Context(), v.Username, ip)
 		if err != nil {
-			status, msg := p.explain(err)
+			var status int
 			switch {
 			case errors.Is(err, auth.ErrUnknownUser):
-				status, msg = http.StatusForbidden, "There is no account with that username."
+				status, v.Error = http.StatusForbidden, "There is no account with that username."
 			case errors.Is(err, auth.ErrNoEmail):
-				status, msg = http.StatusConflict, "This account has no email address, so no code can be sent. Ask an administrator."
+				status, v.Error = http.StatusConflict, "This account has no email address, so no code can be sent. Ask an administrator."
 			case errors.Is(err, auth.ErrMailFailed):
-				msg = "The mail could not be sent. Try again later."
+				status, v.Error = http.StatusInternalServerError, "The mail could not be sent. Try again later."
+			default:
+				status, v.Error = p.explain(w, r, err)
 			}
-			v.Error = msg
 			p.render(w, status, "reset", v)
 			return
 		}
@@ -185,26 +186,27 @@ func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
 		v.Step, v.Userhash, v.Reqid = "code", r.PostFormValue("userhash"), r.PostFormValue("reqid")
 		_, err := p.Service.ResetWithOTP(r.Context(), v.Userhash, v.Reqid, strings.TrimSpace(r.PostFormValue("otp")),
 			r.PostFormValue("password"), ip)
-		p.resetDone(w, v, err)
+		p.resetDone(w, r, v, err)
 	case "token":
 		_, err := p.Service.ResetWithToken(r.Context(), v.Token, r.PostFormValue("password"), ip)
-		p.resetDone(w, v, err)
+		p.resetDone(w, r, v, err)
 	default:
 		v.Error = "The form could not be read."
 		p.render(w, http.StatusBadRequest, "reset", v)
 	}
 }
 
-func (p *Pages) resetDone(w http.ResponseWriter, v view, err error) {
+func (p *Pages) resetDone(w http.ResponseWriter, r *http.Request, v view, err error) {
 	if err != nil {
-		status, msg := p.explain(err)
-		if errors.Is(err, auth.ErrInvalidCode) || errors.Is(err, auth.ErrUnknownUser) {
-			status, msg = http.StatusUnauthorized, "That code is wrong or has expired. Check the mail, or ask for a new code."
-			if v.Step == "token" {
-				msg = "This reset link is invalid, used or expired. Ask for a new one."
-			}
+		var status int
+		switch {
+		case (errors.Is(err, auth.ErrInvalidCode) || errors.Is(err, auth.ErrUnknownUser)) && v.Step == "token":
+			status, v.Error = http.StatusUnauthorized, "This reset link is invalid, used or expired. Ask for a new one."
+		case errors.Is(err, auth.ErrInvalidCode) || errors.Is(err, auth.ErrUnknownUser):
+			status, v.Error = http.StatusUnauthorized, "That code is wrong or has expired. Check the mail, or ask for a new code."
+		default:
+			status, v.Error = p.explain(w, r, err)
 		}
-		v.Error = msg
 		p.render(w, status, "reset", v)
 		return
 	}
@@ -226,7 +228,7 @@ func (p *Pages) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	if token != "" {
 		if err := p.Service.Logout(r.Context(), token, web.ClientIP(r)); err != nil {
-			status, msg := p.explain(err)
+			status, msg := p.explain(w, r, err)
 			v.Error = msg
 			p.render(w, status, "logout", v)
 			return
@@ -238,23 +240,20 @@ func (p *Pages) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 // explain turns the errors every form shares into a status and plain words.
-func (p *Pages) explain(err error) (int, string) {
+func (p *Pages) explain(w http.ResponseWriter, r *http.Request, err error) (int, string) {
+	status := web.Failure(w, r, p.Logger, err)
 	var throttled *auth.ThrottledError
-	switch {
-	case errors.As(err, &throttled):
-		return http.StatusTooManyRequests, "Too many attempts. Wait " +
-			throttled.RetryAfter.Round(time.Minute).String() + " and try again."
-	case errors.Is(err, auth.ErrTooWeak):
-		return http.StatusUnprocessableEntity, "Choose a password of 8 to 1024 characters that is not your username."
-	case errors.Is(err, auth.ErrInvalidInput):
-		return http.StatusBadRequest, "Some fields are missing or too long."
-	case errors.Is(err, store.ErrUnavailable):
-		p.Logger.Error("store unavailable", zap.Error(err))
-		return http.StatusServiceUnavailable, "The service is unavailable right now. Try again in a minute."
-	default:
-		p.Logger.Error("internal error", zap.Error(err))
-		return http.StatusInternalServerError, "Something went wrong on our side. Try again later."
+	if errors.As(err, &throttled) {
+		return status, "Too many attempts. Wait " + auth.HumanDuration(throttled.RetryAfter) + " and try again."
 	}
+	return status, sharedWords[status]
+}
+
+var sharedWords = map[int]string{
+	http.StatusBadRequest:          "Some fields are missing or too long.",
+	http.StatusUnprocessableEntity: "Choose a password of 8 to 1024 characters that is not your username.",
+	http.StatusServiceUnavailable:  "The service is unavailable right now. Try again in a minute.",
+	http.StatusInternalServerError: "Something went wrong on our side. Try again later.",
 }
 
 func (p *Pages) render(w http.ResponseWriter, status int, name string, v view) {

@@ -23,7 +23,6 @@ import (
 	"github.com/authgate/authgate/caddymodule/accounts"
 	"github.com/authgate/authgate/caddymodule/auth"
 	"github.com/authgate/authgate/caddymodule/sessions"
-	"github.com/authgate/authgate/caddymodule/store"
 	"github.com/authgate/authgate/caddymodule/web"
 )
 
@@ -41,6 +40,7 @@ const (
 	msgUnknownUIDType  = "Unknown uid type"
 	msgUserNotFound    = "User not found"
 	msgLoggedOut       = "Logged out"
+	msgWeak            = "Password must be 8 to 1024 characters and not the username"
 )
 
 // API serves the REST dialect of one site.
@@ -121,7 +121,10 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	sess, ok := a.session(w, r)
+	sess, ok, answered := a.session(w, r)
+	if answered {
+		return
+	}
 	if !ok {
 		reply(w, http.StatusOK, false, msgBadCredentials)
 		return
@@ -148,7 +151,7 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, username string) 
 		reply(w, http.StatusOK, false, msgClosed)
 		return
 	case errors.Is(err, auth.ErrTooWeak):
-		reply(w, http.StatusOK, false, "Password must be 8 to 1024 characters and not the username")
+		reply(w, http.StatusOK, false, msgWeak)
 		return
 	case errors.Is(err, auth.ErrInvalidInput):
 		reply(w, http.StatusOK, false, "Invalid username or email")
@@ -202,7 +205,10 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, pathID stri
 	case token != "":
 		u, err = a.Service.ResetWithToken(r.Context(), token, password, ip)
 	default:
-		sess, ok := a.session(w, r)
+		sess, ok, answered := a.session(w, r)
+		if answered {
+			return
+		}
 		if !ok || (wantID != 0 && sess.UserID != wantID) {
 			reply(w, http.StatusOK, false, msgUnauthorized)
 			return
@@ -219,7 +225,7 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, pathID stri
 		reply(w, http.StatusOK, false, msgUnauthorized)
 		return
 	case errors.Is(err, auth.ErrTooWeak):
-		reply(w, http.StatusOK, false, "Password must be 8 to 1024 characters and not the username")
+		reply(w, http.StatusOK, false, msgWeak)
 		return
 	case err != nil:
 		a.fail(w, r, err)
@@ -260,7 +266,7 @@ func (a *API) recover(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	if err != nil {
-		a.fail(w, r, store.PostgresErr(err))
+		a.fail(w, r, err)
 		return
 	}
 	err = a.Service.MailResetLink(r.Context(), u, web.ClientIP(r), func(token string) string {
@@ -313,15 +319,20 @@ func (a *API) startSession(w http.ResponseWriter, r *http.Request, u accounts.Us
 	return true
 }
 
-// session returns the live session of the cookie or bearer token; on a store
-// failure it has answered already and returns false.
-func (a *API) session(w http.ResponseWriter, r *http.Request) (sessions.Session, bool) {
+// session returns the live session of the cookie or bearer token. With
+// none it returns false; when Redis fails it has answered 503 already and
+// returns false with answered set.
+func (a *API) session(w http.ResponseWriter, r *http.Request) (sess sessions.Session, ok, answered bool) {
 	token, _ := a.Cookie.Token(r)
 	if token == "" {
-		return sessions.Session{}, false
+		return sessions.Session{}, false, false
 	}
 	sess, err := a.Service.Authenticate(r.Context(), token)
-	return sess, err == nil
+	if err != nil && !errors.Is(err, sessions.ErrNotFound) {
+		a.fail(w, r, err)
+		return sessions.Session{}, false, true
+	}
+	return sess, err == nil, false
 }
 
 func (a *API) params(w http.ResponseWriter, r *http.Request) (web.Params, bool) {
@@ -334,18 +345,17 @@ func (a *API) params(w http.ResponseWriter, r *http.Request) (web.Params, bool) 
 }
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var throttled *auth.ThrottledError
-	switch {
-	case errors.As(err, &throttled):
-		web.SetRetryAfter(w, throttled.RetryAfter)
-		reply(w, http.StatusTooManyRequests, false, "Too many attempts, try again later")
-	case errors.Is(err, store.ErrUnavailable):
-		a.Logger.Error("store unavailable", zap.String("uri", r.URL.Path), zap.Error(err))
-		reply(w, http.StatusServiceUnavailable, false, "Service unavailable, try again later")
-	default:
-		a.Logger.Error("internal error", zap.String("uri", r.URL.Path), zap.Error(err))
-		reply(w, http.StatusInternalServerError, false, "Internal error")
-	}
+	status := web.Failure(w, r, a.Logger, err)
+	reply(w, status, false, sharedMessages[status])
+}
+
+// sharedMessages words the errors that are not the dialect's own.
+var sharedMessages = map[int]string{
+	http.StatusTooManyRequests:     "Too many attempts, try again later",
+	http.StatusBadRequest:          "Invalid request",
+	http.StatusUnprocessableEntity: msgWeak,
+	http.StatusServiceUnavailable:  "Service unavailable, try again later",
+	http.StatusInternalServerError: "Internal error",
 }
 
 func (a *API) user(w http.ResponseWriter, status int, id int64, username, message string) {

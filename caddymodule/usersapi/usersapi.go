@@ -20,7 +20,6 @@ import (
 
 	"github.com/authgate/authgate/caddymodule/auth"
 	"github.com/authgate/authgate/caddymodule/sessions"
-	"github.com/authgate/authgate/caddymodule/store"
 	"github.com/authgate/authgate/caddymodule/web"
 )
 
@@ -241,22 +240,16 @@ func (a *API) session(w http.ResponseWriter, r *http.Request) (sessions.Session,
 
 // fail answers the errors every endpoint shares.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var throttled *auth.ThrottledError
-	switch {
-	case errors.As(err, &throttled):
-		web.SetRetryAfter(w, throttled.RetryAfter)
-		Fail(w, http.StatusTooManyRequests, TooManyAttempts)
-	case errors.Is(err, auth.ErrInvalidInput):
-		Fail(w, http.StatusBadRequest, InvalidInput)
-	case errors.Is(err, auth.ErrTooWeak):
-		Fail(w, http.StatusUnprocessableEntity, PasswordTooWeak)
-	case errors.Is(err, store.ErrUnavailable):
-		a.Logger.Error("store unavailable", zap.String("uri", r.URL.Path), zap.Error(err))
-		Fail(w, http.StatusServiceUnavailable, ServiceUnavailable)
-	default:
-		a.Logger.Error("internal error", zap.String("uri", r.URL.Path), zap.Error(err))
-		Fail(w, http.StatusInternalServerError, InternalError)
-	}
+	status := web.Failure(w, r, a.Logger, err)
+	Fail(w, status, sharedCodes[status])
+}
+
+var sharedCodes = map[int]string{
+	http.StatusTooManyRequests:     TooManyAttempts,
+	http.StatusBadRequest:          InvalidInput,
+	http.StatusUnprocessableEntity: PasswordTooWeak,
+	http.StatusServiceUnavailable:  ServiceUnavailable,
+	http.StatusInternalServerError: InternalError,
 }
 
 // Succeed writes a 200 success envelope.

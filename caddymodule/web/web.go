@@ -16,6 +16,10 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/store"
 )
 
 // MaxBody is the largest request body any endpoint reads.
@@ -204,8 +208,26 @@ func SameOrigin(r *http.Request) bool {
 	return strings.EqualFold(u.Host, r.Host)
 }
 
-// SetRetryAfter tells a throttled client when to come back, in whole seconds
-// rounded up, so that it never retries too early.
-func SetRetryAfter(w http.ResponseWriter, d time.Duration) {
-	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.Seconds()))))
+// Failure classifies the errors every front door shares and returns their
+// status: 429 (with Retry-After) for too many attempts, 400 for bad input,
+// 422 for a weak password, 503 for a store that is down and 500 for anything
+// else. It logs the last two, the ones an operator must see; the client
+// learns no details.
+func Failure(w http.ResponseWriter, r *http.Request, logger *zap.Logger, err error) int {
+	var throttled *auth.ThrottledError
+	switch {
+	case errors.As(err, &throttled):
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(throttled.RetryAfter.Seconds()))))
+		return http.StatusTooManyRequests
+	case errors.Is(err, auth.ErrInvalidInput):
+		return http.StatusBadRequest
+	case errors.Is(err, auth.ErrTooWeak):
+		return http.StatusUnprocessableEntity
+	case errors.Is(err, store.ErrUnavailable):
+		logger.Error("store unavailable", zap.String("uri", r.URL.Path), zap.Error(err))
+		return http.StatusServiceUnavailable
+	default:
+		logger.Error("internal error", zap.String("uri", r.URL.Path), zap.Error(err))
+		return http.StatusInternalServerError
+	}
 }
