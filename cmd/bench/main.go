@@ -51,7 +51,14 @@ type options struct {
 	security   string
 	xcaddy     string
 	authgate   string
+	only       map[string]bool // parts to run; empty for all
 }
+
+// The parts of a run, in the order they run; -only picks some.
+var parts = []string{"throughput", "flood", "scale", "memory"}
+
+// runs tells whether part is to run.
+func (o options) runs(part string) bool { return len(o.only) == 0 || o.only[part] }
 
 func main() {
 	var o options
@@ -68,7 +75,24 @@ func main() {
 	flag.StringVar(&o.security, "caddy-security", "bin/caddy-security", "Caddy with caddy-security, built here if missing")
 	flag.StringVar(&o.xcaddy, "xcaddy", "xcaddy.json", "xcaddy config whose Caddy version the peer is built with")
 	flag.StringVar(&o.authgate, "authgate", "", "more authgate global directives, ';'-separated (e.g. to compare a setting)")
+	only := flag.String("only", "", "run only these parts, comma-separated ("+strings.Join(parts, ", ")+"); the report is then only printed unless -o is given")
 	flag.Parse()
+	if *only != "" {
+		o.only = map[string]bool{}
+		for p := range strings.SplitSeq(*only, ",") {
+			if !slices.Contains(parts, p) {
+				fmt.Fprintf(os.Stderr, "bench: -only: unknown part %q (parts: %s)\n", p, strings.Join(parts, ", "))
+				os.Exit(2)
+			}
+			o.only[p] = true
+		}
+		// A partial run must not overwrite the committed full report.
+		outSet := false
+		flag.Visit(func(f *flag.Flag) { outSet = outSet || f.Name == "o" })
+		if !outSet {
+			o.out = ""
+		}
+	}
 	// Caddy's packages, imported through caddymodule, send the standard
 	// logger to their JSON log; xcaddy's build messages read better plain.
 	log.SetOutput(os.Stderr)
@@ -102,8 +126,10 @@ func run(ctx context.Context, o options) error {
 	if _, err := os.Stat(o.caddy); err != nil {
 		return fmt.Errorf("%w (make build makes it)", err)
 	}
-	if err := buildSecurity(ctx, o.security, o.xcaddy); err != nil {
-		return err
+	if o.runs("throughput") {
+		if err := buildSecurity(ctx, o.security, o.xcaddy); err != nil {
+			return err
+		}
 	}
 	caddyVersion, err := caddyVersionOf(o.xcaddy)
 	if err != nil {
@@ -169,14 +195,18 @@ func run(ctx context.Context, o options) error {
 		mp.Plain, mp.Gate, mp.ForwardAuth, mp.AuthEndpoint); err != nil {
 		return err
 	}
-	if _, err := start("caddy-security", o.security, securityCaddyfile(secAdmin, secPort, mp.Upstream, securityKey), secPort); err != nil {
-		return err
+	if o.runs("throughput") {
+		if _, err := start("caddy-security", o.security, securityCaddyfile(secAdmin, secPort, mp.Upstream, securityKey), secPort); err != nil {
+			return err
+		}
 	}
-	if _, err := start("scale-1k", o.caddy, gateCaddyfile(smallAdmin, smallPort, mp.Upstream, gateGlobal(rSmall.URL())), smallPort); err != nil {
-		return err
-	}
-	if _, err := start("scale-1m", o.caddy, gateCaddyfile(largeAdmin, largePort, mp.Upstream, gateGlobal(rLarge.URL())), largePort); err != nil {
-		return err
+	if o.runs("scale") {
+		if _, err := start("scale-1k", o.caddy, gateCaddyfile(smallAdmin, smallPort, mp.Upstream, gateGlobal(rSmall.URL())), smallPort); err != nil {
+			return err
+		}
+		if _, err := start("scale-1m", o.caddy, gateCaddyfile(largeAdmin, largePort, mp.Upstream, gateGlobal(rLarge.URL())), largePort); err != nil {
+			return err
+		}
 	}
 
 	// One real account and session, through the users API.
@@ -188,43 +218,48 @@ func run(ctx context.Context, o options) error {
 	jwt := securityToken(securityKey, time.Now(), 2*time.Hour)
 	secHeaders := map[string]string{"Cookie": "access_token=" + jwt}
 
-	logger.Printf("seeding %d and %d sessions into Redis", smallSessions, o.sessions)
-	t0 := time.Now()
-	smallTokens, err := seedSessions(ctx, rSmall.URL(), "bench", smallSessions, smallSessions)
-	if err != nil {
-		return err
-	}
-	largeTokens, err := seedSessions(ctx, rLarge.URL(), "bench", o.sessions, smallSessions)
-	if err != nil {
-		return err
-	}
-	logger.Printf("seeded in %s", time.Since(t0).Round(100*time.Millisecond))
-	smallFile, err := writeTokens(dir, "tokens-1k", smallTokens)
-	if err != nil {
-		return err
-	}
-	largeFile, err := writeTokens(dir, "tokens-1m", largeTokens)
-	if err != nil {
-		return err
-	}
-
-	// Every variant must answer 200 with its credential and refuse without
-	// it, or the bench would measure error pages.
-	must := []struct {
+	var smallFile, largeFile string
+	type expect struct {
 		name    string
 		url     string
 		headers map[string]string
 		want    int // 0: anything but 200
-	}{
+	}
+	// Every variant must answer 200 with its credential and refuse without
+	// it, or the bench would measure error pages.
+	must := []expect{
 		{"plain", url(mp.Plain), gateHeaders, 200},
 		{"gate", url(mp.Gate), gateHeaders, 200},
 		{"gate without a session", url(mp.Gate), nil, 0},
 		{"forward_auth", url(mp.ForwardAuth), gateHeaders, 200},
 		{"forward_auth without a session", url(mp.ForwardAuth), nil, 0},
-		{"caddy-security", url(secPort), secHeaders, 200},
-		{"caddy-security without a token", url(secPort), nil, 0},
-		{"scale 1k, seeded session", url(smallPort), map[string]string{"Cookie": cookie.Name + "=" + smallTokens[0]}, 200},
-		{"scale 1M, seeded session", url(largePort), map[string]string{"Cookie": cookie.Name + "=" + largeTokens[len(largeTokens)-1]}, 200},
+	}
+	if o.runs("throughput") {
+		must = append(must,
+			expect{"caddy-security", url(secPort), secHeaders, 200},
+			expect{"caddy-security without a token", url(secPort), nil, 0})
+	}
+	if o.runs("scale") {
+		logger.Printf("seeding %d and %d sessions into Redis", smallSessions, o.sessions)
+		t0 := time.Now()
+		smallTokens, err := seedSessions(ctx, rSmall.URL(), "bench", smallSessions, smallSessions)
+		if err != nil {
+			return err
+		}
+		largeTokens, err := seedSessions(ctx, rLarge.URL(), "bench", o.sessions, smallSessions)
+		if err != nil {
+			return err
+		}
+		logger.Printf("seeded in %s", time.Since(t0).Round(100*time.Millisecond))
+		if smallFile, err = writeTokens(dir, "tokens-1k", smallTokens); err != nil {
+			return err
+		}
+		if largeFile, err = writeTokens(dir, "tokens-1m", largeTokens); err != nil {
+			return err
+		}
+		must = append(must,
+			expect{"scale 1k, seeded session", url(smallPort), map[string]string{"Cookie": cookie.Name + "=" + smallTokens[0]}, 200},
+			expect{"scale 1M, seeded session", url(largePort), map[string]string{"Cookie": cookie.Name + "=" + largeTokens[len(largeTokens)-1]}, 200})
 	}
 	for _, m := range must {
 		got, err := status(ctx, m.url, m.headers)
@@ -233,164 +268,173 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
-	// The machine's hash limit: one hash at the configured (default) cost,
-	// timed here while nothing else runs.
-	hashTime, parallelRate, err := timeHash()
-	if err != nil {
-		return err
-	}
-	hashLimit := float64(runtime.NumCPU()) / hashTime.Seconds()
-	logger.Printf("one argon2id hash (default params) takes %s: the limit is %.1f hashes/s on %d cores (%.1f/s measured with %d in parallel)",
-		hashTime.Round(time.Millisecond/10), hashLimit, runtime.NumCPU(), parallelRate, runtime.NumCPU())
-
 	load := func(u string, headers map[string]string) wrk {
 		return wrk{URL: u, Threads: o.threads, Conns: o.conns, Duration: o.dur, Script: headerScript(headers)}
 	}
 	loadDesc := fmt.Sprintf("wrk -t%d -c%d -d%s", o.threads, o.conns, o.dur)
+	var rows []row
+	var checks []check
 
 	// 1. Throughput: the gate against plain reverse_proxy, forward_auth and
 	// caddy-security. Each comparison is a pair of runs back to back (which
 	// goes first alternates), so that the machine's drift between one pair
 	// and the next cancels out of the pair's ratio.
-	gate := &variant{row{Name: "gate (authgate)", Load: loadDesc, Note: "valid session cookie"}, load(url(mp.Gate), gateHeaders)}
-	plain := &variant{row{Name: "plain reverse_proxy", Load: loadDesc}, load(url(mp.Plain), gateHeaders)}
-	fwd := &variant{row{Name: "forward_auth → users/info", Load: loadDesc, Note: "one extra HTTP hop"}, load(url(mp.ForwardAuth), gateHeaders)}
-	sec := &variant{row{Name: "caddy-security", Load: loadDesc, Note: "JWT cookie, HS512"}, load(url(secPort), secHeaders)}
-	peers := []*variant{plain, fwd, sec}
-	logger.Print("warming up the four variants")
-	for _, v := range []*variant{gate, plain, fwd, sec} {
-		w := v.load
-		w.Duration = 2 * time.Second
-		if _, err := w.Run(ctx, dir); err != nil {
-			return err
-		}
-	}
-	// gateBeside[i] holds the gate's runs paired with peers[i], in order.
-	gateBeside := make([]row, len(peers))
-	for r := range o.rounds {
-		for k := range peers {
-			i := (r + k) % len(peers)
-			g, err := runPair(ctx, dir, fmt.Sprintf("round %d/%d", r+1, o.rounds), (r+k)%2 == 0, gate, peers[i])
-			if err != nil {
+	if o.runs("throughput") {
+		gate := &variant{row{Name: "gate (authgate)", Load: loadDesc, Note: "valid session cookie"}, load(url(mp.Gate), gateHeaders)}
+		plain := &variant{row{Name: "plain reverse_proxy", Load: loadDesc}, load(url(mp.Plain), gateHeaders)}
+		fwd := &variant{row{Name: "forward_auth → users/info", Load: loadDesc, Note: "one extra HTTP hop"}, load(url(mp.ForwardAuth), gateHeaders)}
+		sec := &variant{row{Name: "caddy-security", Load: loadDesc, Note: "JWT cookie, HS512"}, load(url(secPort), secHeaders)}
+		peers := []*variant{plain, fwd, sec}
+		logger.Print("warming up the four variants")
+		for _, v := range []*variant{gate, plain, fwd, sec} {
+			w := v.load
+			w.Duration = 2 * time.Second
+			if _, err := w.Run(ctx, dir); err != nil {
 				return err
 			}
-			gateBeside[i].Rounds = append(gateBeside[i].Rounds, g)
 		}
+		// gateBeside[i] holds the gate's runs paired with peers[i], in order.
+		gateBeside := make([]row, len(peers))
+		for r := range o.rounds {
+			for k := range peers {
+				i := (r + k) % len(peers)
+				g, err := runPair(ctx, dir, fmt.Sprintf("round %d/%d", r+1, o.rounds), (r+k)%2 == 0, gate, peers[i])
+				if err != nil {
+					return err
+				}
+				gateBeside[i].Rounds = append(gateBeside[i].Rounds, g)
+			}
+		}
+		rows = append(rows, plain.row, gate.row, fwd.row, sec.row)
+		checks = append(checks,
+			ratioCheck("gate ÷ plain reverse_proxy, req/s", roundRatio(gateBeside[0], plain.row, rps), ">=", 0.90),
+			ratioCheck("gate ÷ caddy-security, req/s", roundRatio(gateBeside[2], sec.row, rps), ">=", 1.0),
+			ratioCheck("gate ÷ forward_auth, req/s", roundRatio(gateBeside[1], fwd.row, rps), ">=", 2.0))
 	}
 
 	// 2. Login flood: the gate's latency, probed at a modest fixed rate,
 	// alone and beside a flood of wrong-password logins.
-	probeHeader := http.Header{}
-	for k, v := range gateHeaders {
-		probeHeader.Set(k, v)
-	}
-	gateProbe := probe{URL: url(mp.Gate), Header: probeHeader, Rate: o.probeRate, Duration: o.dur}
-	probeDesc := fmt.Sprintf("Go probe, %d req/s", o.probeRate)
-	idle := row{Name: "gate, idle", Load: probeDesc}
-	flooded := row{Name: "gate, during login flood", Load: probeDesc, Note: fmt.Sprintf("beside %d login connections", o.floodConns)}
-	flood := row{Name: "login flood (wrong passwords)", Load: fmt.Sprintf("wrk -t1 -c%d", o.floodConns), Note: "req/s = logins/s"}
-	floodLoad := wrk{URL: url(mp.Gate) + "auth/users/login", Threads: 1, Conns: o.floodConns,
-		Duration: o.dur + 2*time.Second, Timeout: 30 * time.Second, Script: floodScript(benchUser)}
-	for r := range o.rounds {
-		var idleRes, floodRes, probeRes result
-		var err error
-		// Which goes first alternates, as in the pairs above; after a
-		// flood its queue drains before anything else is measured.
-		for step := range 2 {
-			if (r+step)%2 == 0 {
-				idleRes, err = gateProbe.Run(ctx)
-			} else {
-				floodRes, probeRes, err = beside(ctx, dir, floodLoad, gateProbe)
-				sleep(ctx, 2*time.Second)
-			}
-			if err != nil {
-				return err
-			}
+	if o.runs("flood") {
+		// The machine's hash limit: one hash at the configured (default)
+		// cost, timed here while nothing else runs.
+		hashTime, parallelRate, err := timeHash()
+		if err != nil {
+			return err
 		}
-		idle.Rounds = append(idle.Rounds, idleRes)
-		flooded.Rounds = append(flooded.Rounds, probeRes)
-		flood.Rounds = append(flood.Rounds, floodRes)
-		logger.Printf("round %d/%d gate p99 idle %s, during the flood %s; %.1f logins/s, answers %v",
-			r+1, o.rounds, ms(idleRes.P99), ms(probeRes.P99), floodRes.RPS(), floodRes.Status)
+		hashLimit := float64(runtime.NumCPU()) / hashTime.Seconds()
+		logger.Printf("one argon2id hash (default params) takes %s: the limit is %.1f hashes/s on %d cores (%.1f/s measured with %d in parallel)",
+			hashTime.Round(time.Millisecond/10), hashLimit, runtime.NumCPU(), parallelRate, runtime.NumCPU())
+
+		probeHeader := http.Header{}
+		for k, v := range gateHeaders {
+			probeHeader.Set(k, v)
+		}
+		gateProbe := probe{URL: url(mp.Gate), Header: probeHeader, Rate: o.probeRate, Duration: o.dur}
+		probeDesc := fmt.Sprintf("Go probe, %d req/s", o.probeRate)
+		idle := row{Name: "gate, idle", Load: probeDesc}
+		flooded := row{Name: "gate, during login flood", Load: probeDesc, Note: fmt.Sprintf("beside %d login connections", o.floodConns)}
+		flood := row{Name: "login flood (wrong passwords)", Load: fmt.Sprintf("wrk -t1 -c%d", o.floodConns), Note: "req/s = logins/s"}
+		floodLoad := wrk{URL: url(mp.Gate) + "auth/users/login", Threads: 1, Conns: o.floodConns,
+			Duration: o.dur + 2*time.Second, Timeout: 30 * time.Second, Script: floodScript(benchUser)}
+		for r := range o.rounds {
+			var idleRes, floodRes, probeRes result
+			// Which goes first alternates, as in the pairs above; after a
+			// flood its queue drains before anything else is measured.
+			for step := range 2 {
+				if (r+step)%2 == 0 {
+					idleRes, err = gateProbe.Run(ctx)
+				} else {
+					floodRes, probeRes, err = beside(ctx, dir, floodLoad, gateProbe)
+					sleep(ctx, 2*time.Second)
+				}
+				if err != nil {
+					return err
+				}
+			}
+			idle.Rounds = append(idle.Rounds, idleRes)
+			flooded.Rounds = append(flooded.Rounds, probeRes)
+			flood.Rounds = append(flood.Rounds, floodRes)
+			logger.Printf("round %d/%d gate p99 idle %s, during the flood %s; %.1f logins/s, answers %v",
+				r+1, o.rounds, ms(idleRes.P99), ms(probeRes.P99), floodRes.RPS(), floodRes.Status)
+		}
+		// The flood is only a flood of hashes if the answers were 401, not 429.
+		var hashed, throttled, other int64
+		for _, res := range flood.Rounds {
+			hashed += res.Status["401"]
+			throttled += res.Status["429"]
+			other += res.Status["other"]
+		}
+		flood.Note = fmt.Sprintf("req/s = logins/s; answers: %d × 401, %d × 429, %d other", hashed, throttled, other)
+		rows = append(rows, idle, flooded, flood)
+		loginRate := flood.rps()
+		checks = append(checks,
+			ratioCheck(fmt.Sprintf("gate p99 during a %d-connection login flood ÷ idle", o.floodConns), roundRatio(flooded, idle, p99), "<=", 2.0),
+			check{
+				Name: "login throughput ÷ hash limit",
+				Measured: fmt.Sprintf("%.2f× (%.1f logins/s; limit %d cores ÷ %s = %.1f/s; %d hashes in parallel in-process: %.1f/s)",
+					loginRate/hashLimit, loginRate, runtime.NumCPU(), ms(hashTime), hashLimit, runtime.NumCPU(), parallelRate),
+				Target: "≥ 0.80×",
+				Pass:   loginRate/hashLimit >= 0.8,
+			})
 	}
-	// The flood is only a flood of hashes if the answers were 401, not 429.
-	var hashed, throttled, other int64
-	for _, res := range flood.Rounds {
-		hashed += res.Status["401"]
-		throttled += res.Status["429"]
-		other += res.Status["other"]
-	}
-	flood.Note = fmt.Sprintf("req/s = logins/s; answers: %d × 401, %d × 429, %d other", hashed, throttled, other)
 
 	// 3. Scale: the gate with 1,000 live sessions in Redis vs 1,000,000;
 	// both cycle through 1,000 of their sessions.
-	scaleLoad := func(u, tokens string) wrk {
-		return wrk{URL: u, Threads: o.threads, Conns: o.conns, Duration: o.dur, Script: rotatingScript(tokens, cookie.Name)}
-	}
-	small := &variant{row{Name: "gate, 1k sessions in Redis", Load: loadDesc, Note: "cycles through 1,000 sessions"}, scaleLoad(url(smallPort), smallFile)}
-	large := &variant{row{Name: fmt.Sprintf("gate, %s sessions in Redis", count(o.sessions)), Load: loadDesc, Note: "cycles through 1,000 of them"}, scaleLoad(url(largePort), largeFile)}
-	for _, v := range []*variant{small, large} {
-		w := v.load
-		w.Duration = 2 * time.Second
-		if _, err := w.Run(ctx, dir); err != nil {
-			return err
+	if o.runs("scale") {
+		scaleLoad := func(u, tokens string) wrk {
+			return wrk{URL: u, Threads: o.threads, Conns: o.conns, Duration: o.dur, Script: rotatingScript(tokens, cookie.Name)}
 		}
-	}
-	for r := range o.rounds {
-		if _, err := runPair(ctx, dir, fmt.Sprintf("round %d/%d", r+1, o.rounds), r%2 == 0, small, large); err != nil {
-			return err
+		small := &variant{row{Name: "gate, 1k sessions in Redis", Load: loadDesc, Note: "cycles through 1,000 sessions"}, scaleLoad(url(smallPort), smallFile)}
+		large := &variant{row{Name: fmt.Sprintf("gate, %s sessions in Redis", count(o.sessions)), Load: loadDesc, Note: "cycles through 1,000 of them"}, scaleLoad(url(largePort), largeFile)}
+		for _, v := range []*variant{small, large} {
+			w := v.load
+			w.Duration = 2 * time.Second
+			if _, err := w.Run(ctx, dir); err != nil {
+				return err
+			}
 		}
+		for r := range o.rounds {
+			if _, err := runPair(ctx, dir, fmt.Sprintf("round %d/%d", r+1, o.rounds), r%2 == 0, small, large); err != nil {
+				return err
+			}
+		}
+		rows = append(rows, small.row, large.row)
+		checks = append(checks,
+			ratioCheck(fmt.Sprintf("gate with %s ÷ 1k sessions, req/s", count(o.sessions)), roundRatio(large.row, small.row, rps), ">=", 0.90),
+			ratioCheck(fmt.Sprintf("gate with %s ÷ 1k sessions, p50", count(o.sessions)), roundRatio(large.row, small.row, p50), "<=", 1.10),
+			ratioCheck(fmt.Sprintf("gate with %s ÷ 1k sessions, p99", count(o.sessions)), roundRatio(large.row, small.row, p99), "<=", 1.10))
 	}
 
 	// 4. Memory: a fresh gate Caddy, its resident set at rest, then its
 	// peak during a flood of rssConns login connections.
-	logger.Printf("peak memory during a %d-connection login flood (fresh Caddy)", o.rssConns)
-	rssProc, err := start("rss", o.caddy, gateCaddyfile(rssAdmin, rssPort, mp.Upstream, gateGlobal(rGate.URL())), rssPort)
-	if err != nil {
-		return err
-	}
-	base, peak, peakHow, err := peakMemory(ctx, dir, rssProc, url(rssPort), o)
-	if err != nil {
-		return err
-	}
-	rssProc.Stop()
-	hashConcurrency := runtime.NumCPU() // authgate's default bound: GOMAXPROCS
-	argonMemory := int64(password.DefaultParams().Memory) << 10
-	allowance := base + int64(hashConcurrency)*argonMemory + 50<<20
-
-	// The verdicts.
-	floodRatio := roundRatio(flooded, idle, p99)
-	loginRate := flood.rps()
-	checks := []check{
-		ratioCheck("gate ÷ plain reverse_proxy, req/s", roundRatio(gateBeside[0], plain.row, rps), ">=", 0.90),
-		ratioCheck("gate ÷ caddy-security, req/s", roundRatio(gateBeside[2], sec.row, rps), ">=", 1.0),
-		ratioCheck("gate ÷ forward_auth, req/s", roundRatio(gateBeside[1], fwd.row, rps), ">=", 2.0),
-		ratioCheck(fmt.Sprintf("gate p99 during a %d-connection login flood ÷ idle", o.floodConns), floodRatio, "<=", 2.0),
-		{
-			Name: "login throughput ÷ hash limit",
-			Measured: fmt.Sprintf("%.2f× (%.1f logins/s; limit %d cores ÷ %s = %.1f/s; %d hashes in parallel in-process: %.1f/s)",
-				loginRate/hashLimit, loginRate, runtime.NumCPU(), ms(hashTime), hashLimit, runtime.NumCPU(), parallelRate),
-			Target: "≥ 0.80×",
-			Pass:   loginRate/hashLimit >= 0.8,
-		},
-		{
+	if o.runs("memory") {
+		logger.Printf("peak memory during a %d-connection login flood (fresh Caddy)", o.rssConns)
+		rssProc, err := start("rss", o.caddy, gateCaddyfile(rssAdmin, rssPort, mp.Upstream, gateGlobal(rGate.URL())), rssPort)
+		if err != nil {
+			return err
+		}
+		base, peak, peakHow, err := peakMemory(ctx, dir, rssProc, url(rssPort), o)
+		if err != nil {
+			return err
+		}
+		rssProc.Stop()
+		hashConcurrency := runtime.NumCPU() // authgate's default bound: GOMAXPROCS
+		argonMemory := int64(password.DefaultParams().Memory) << 10
+		allowance := base + int64(hashConcurrency)*argonMemory + 50<<20
+		checks = append(checks, check{
 			Name:     fmt.Sprintf("peak RSS during a %d-connection login flood", o.rssConns),
 			Measured: fmt.Sprintf("%s (at rest %s, +%s; %s)", mib(peak), mib(base), mib(peak-base), peakHow),
 			Target:   fmt.Sprintf("≤ %s (at rest + %d × %s + 50 MiB)", mib(allowance), hashConcurrency, mib(argonMemory)),
 			Pass:     peak <= allowance,
-		},
-		ratioCheck(fmt.Sprintf("gate with %s ÷ 1k sessions, req/s", count(o.sessions)), roundRatio(large.row, small.row, rps), ">=", 0.90),
-		ratioCheck(fmt.Sprintf("gate with %s ÷ 1k sessions, p50", count(o.sessions)), roundRatio(large.row, small.row, p50), "<=", 1.10),
-		ratioCheck(fmt.Sprintf("gate with %s ÷ 1k sessions, p99", count(o.sessions)), roundRatio(large.row, small.row, p99), "<=", 1.10),
+		})
 	}
-
 	rep := report{
 		Date:    started,
 		Took:    time.Since(started),
 		Command: strings.Join(os.Args, " "),
 		Machine: describeMachine(),
 		Caddy:   fmt.Sprintf("Caddy %s with authgate (this checkout) and with %s %s", caddyVersion, securityModule, securityVersion),
-		Rows:    []row{plain.row, gate.row, fwd.row, sec.row, idle, flooded, flood, small.row, large.row},
+		Rows:    rows,
 		Checks:  checks,
 		Settings: []string{
 			fmt.Sprintf("Each comparison: %d rounds; in each, the two variants compared run %s each, back to back, the first alternating; a ratio is the median of the rounds' ratios.", o.rounds, o.dur),
