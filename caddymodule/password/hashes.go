@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/crypto/argon2"
+	"github.com/authgate/authgate/caddymodule/password/internal/argon2"
 )
 
 // ErrMalformedHash is wrapped by the errors of Verify for a stored hash that

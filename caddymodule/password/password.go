@@ -5,10 +5,11 @@
 // imported from other systems and reports when a hash should be replaced, so
 // old hashes upgrade themselves at the user's next successful login.
 //
-// Every hash computation runs under a concurrency bound. argon2 allocates its
-// whole memory cost on each call, so without the bound a login flood would
+// Every hash computation runs under a concurrency bound. argon2 needs its
+// whole memory cost for each call, so without the bound a login flood would
 // exhaust memory; with it, excess requests queue, and leave the queue as soon
-// as their client goes away.
+// as their client goes away. The computations themselves run on a few
+// low-priority threads that keep their argon2 memory (threads.go).
 package password
 
 import (
@@ -21,8 +22,9 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/authgate/authgate/caddymodule/password/internal/argon2"
 )
 
 // Params are argon2id costs.
@@ -128,8 +130,8 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 		return "", fmt.Errorf("hash password: salt: %w", err)
 	}
 	var key []byte
-	err := h.run(ctx, func() {
-		key = argon2.IDKey([]byte(password), salt, h.params.Time, h.params.Memory, h.params.Threads, keyLen)
+	err := h.run(ctx, func(mem *argon2.Memory) {
+		key = mem.IDKey([]byte(password), salt, h.params.Time, h.params.Memory, h.params.Threads, keyLen)
 	})
 	if err != nil {
 		return "", fmt.Errorf("hash password: %w", err)
@@ -156,8 +158,8 @@ func (h *Hasher) Verify(ctx context.Context, password, encoded string) (ok, reha
 			return false, false, err
 		}
 		var key []byte
-		err = h.run(ctx, func() {
-			key = argon2.IDKey([]byte(password), a.salt, a.params.Time, a.params.Memory, a.params.Threads, uint32(len(a.key)))
+		err = h.run(ctx, func(mem *argon2.Memory) {
+			key = mem.IDKey([]byte(password), a.salt, a.params.Time, a.params.Memory, a.params.Threads, uint32(len(a.key)))
 		})
 		if err != nil {
 			return false, false, fmt.Errorf("verify password: %w", err)
@@ -173,7 +175,7 @@ func (h *Hasher) Verify(ctx context.Context, password, encoded string) (ok, reha
 			return false, false, err
 		}
 		var cmp error
-		err := h.run(ctx, func() {
+		err := h.run(ctx, func(*argon2.Memory) {
 			// Compares in constant time (crypto/subtle) internally.
 			cmp = bcrypt.CompareHashAndPassword([]byte(encoded), []byte(password))
 		})
@@ -203,7 +205,7 @@ func (h *Hasher) Burn(ctx context.Context) error {
 // run calls f holding one of h's slots. It waits for a slot until ctx ends,
 // so a request whose client has left leaves the queue without costing a
 // computation.
-func (h *Hasher) run(ctx context.Context, f func()) error {
+func (h *Hasher) run(ctx context.Context, f func(*argon2.Memory)) error {
 	// select picks at random among ready cases: check ctx first so an
 	// already ended request never takes a free slot.
 	if err := ctx.Err(); err != nil {
@@ -217,9 +219,9 @@ func (h *Hasher) run(ctx context.Context, f func()) error {
 	defer func() { <-h.sem }()
 
 	var took time.Duration
-	err := onHashThread(ctx, func() {
+	err := onHashThread(ctx, h.params.Memory, func(mem *argon2.Memory) {
 		start := time.Now()
-		f()
+		f(mem)
 		took = time.Since(start)
 	})
 	if err != nil {

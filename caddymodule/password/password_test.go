@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
+
+	memargon2 "github.com/authgate/authgate/caddymodule/password/internal/argon2"
 )
 
 // newHasher returns a Hasher with the default params that counts its
@@ -434,7 +436,7 @@ func TestConcurrencyBoundUnderLoad(t *testing.T) {
 	errs := make(chan error, 8)
 	for range cap(errs) {
 		go func() {
-			errs <- h.run(context.Background(), func() {
+			errs <- h.run(context.Background(), func(*memargon2.Memory) {
 				now := running.Add(1)
 				for {
 					p := peak.Load()
@@ -493,4 +495,49 @@ func TestCheckStrength(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The hashing threads keep their argon2 memory up to the cost of the Hasher
+// that used it last, and no more: a costlier imported hash does not pin its
+// memory. Other tests' jobs may leave memory of their own costs behind, so
+// only the size these jobs make is looked for.
+func TestHashThreadsKeepMemoryUpToTheirCost(t *testing.T) {
+	const small, large = 64, 128 // KiB
+	for _, c := range []struct {
+		keep      uint32
+		mayRemain bool
+	}{{small, false}, {large, true}} {
+		seen := false
+		for range 4 * PoolSize {
+			err := onHashThread(context.Background(), c.keep, func(m *memargon2.Memory) {
+				if m.Size() == large {
+					seen = true
+				}
+				m.IDKey([]byte("pw"), []byte("saltsalt"), 1, large, 1, 32)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if seen != c.mayRemain {
+			t.Errorf("keep %d KiB: a thread held %d KiB from a previous job: %v, want %v", c.keep, large, seen, c.mayRemain)
+		}
+	}
+}
+
+// Hashes through the pool from many goroutines at once: with -cpu 1 and 2
+// beside each other, what the hashing threads achieve together.
+func BenchmarkHashParallel(b *testing.B) {
+	h, err := NewHasher(DefaultParams(), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetParallelism(2)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := h.Hash(context.Background(), "a password of some length"); err != nil {
+				b.Error(err)
+			}
+		}
+	})
 }

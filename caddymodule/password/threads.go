@@ -4,6 +4,8 @@ import (
 	"context"
 	"runtime"
 	"sync"
+
+	"github.com/authgate/authgate/caddymodule/password/internal/argon2"
 )
 
 // Hashing runs on a few dedicated OS threads, shared by every Hasher of the
@@ -14,32 +16,47 @@ import (
 // Go hands its Ps (the right to run Go code) to threads without regard to
 // their OS priority, so the pool adds as many Ps as it has threads: with a P
 // for every core still free for request work, the kernel, which knows the
-// hashing threads are niced, decides who gets the CPU.
+// hashing threads have the lowest priority, decides who gets the CPU.
+//
+// Each thread also owns argon2 working memory, reused by every hash it
+// computes: the process holds at most PoolSize hashes' memory, and a login
+// flood makes no garbage for the collector (see internal/argon2).
 var threads struct {
 	once sync.Once
-	jobs chan func()
+	jobs chan job
+}
+
+// job is one computation for a hashing thread. keep is the most argon2
+// memory (KiB) the thread should hold on to afterwards: the cost its Hasher
+// writes, so that checking a costlier imported hash (replaced at that
+// user's login anyway) does not pin its memory for good.
+type job struct {
+	run  func(*argon2.Memory)
+	keep uint32
+	done chan struct{}
 }
 
 // PoolSize is how many hashes run at once in the whole process, whatever
 // the Hashers' own bounds: one per core.
 var PoolSize = runtime.NumCPU()
 
-// onHashThread runs f on a hashing thread and waits for it, or returns
-// ctx's error if ctx ends before a thread is free.
-func onHashThread(ctx context.Context, f func()) error {
+// onHashThread runs f on a hashing thread, with that thread's argon2
+// memory, and waits for it, or returns ctx's error if ctx ends before a
+// thread is free. The thread keeps at most keep KiB of memory afterwards.
+func onHashThread(ctx context.Context, keep uint32, f func(*argon2.Memory)) error {
 	threads.once.Do(startThreads)
-	done := make(chan struct{})
+	j := job{run: f, keep: keep, done: make(chan struct{})}
 	select {
-	case threads.jobs <- func() { defer close(done); f() }:
+	case threads.jobs <- j:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	<-done
+	<-j.done
 	return nil
 }
 
 func startThreads() {
-	threads.jobs = make(chan func())
+	threads.jobs = make(chan job)
 	if lowerPriorityWorks {
 		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + PoolSize)
 	}
@@ -53,7 +70,12 @@ func hashThread() {
 	// other goroutine ever runs on it.
 	runtime.LockOSThread()
 	lowerThreadPriority()
-	for job := range threads.jobs {
-		job()
+	var mem argon2.Memory
+	for j := range threads.jobs {
+		j.run(&mem)
+		if mem.Size() > j.keep {
+			mem.Release()
+		}
+		close(j.done)
 	}
 }
