@@ -1,11 +1,27 @@
 package password
 
-import "syscall"
+import (
+	"syscall"
+	"unsafe"
+)
 
 const lowerPriorityWorks = true
 
-// lowerThreadPriority sets the calling thread's nice value to 19. On Linux
-// the nice value belongs to the thread, and raising it needs no privilege.
+// schedIdle is Linux's SCHED_IDLE scheduling policy (linux/sched.h).
+const schedIdle = 5
+
+// lowerThreadPriority puts the calling thread under SCHED_IDLE, or, where
+// that is refused, at nice 19. Both belong to the thread on Linux, and an
+// unprivileged process may lower its own priority.
+//
+// SCHED_IDLE rather than nice 19: the kernel preempts a SCHED_IDLE thread
+// the moment any normal thread wakes up, whereas a niced thread may finish
+// its time slice first, which a request then waits for (milliseconds). Both
+// get the CPU whenever request work leaves it free.
 func lowerThreadPriority() {
-	_ = syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), 19)
+	var param struct{ priority int32 } // struct sched_param; must be 0 for SCHED_IDLE
+	_, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, 0, schedIdle, uintptr(unsafe.Pointer(&param)))
+	if errno != 0 {
+		_ = syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), 19)
+	}
 }
