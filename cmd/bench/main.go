@@ -20,6 +20,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"os"
@@ -52,6 +53,7 @@ type options struct {
 	xcaddy     string
 	authgate   string
 	only       map[string]bool // parts to run; empty for all
+	trace      string          // where to write a Go execution trace of the first flood
 }
 
 // The parts of a run, in the order they run; -only picks some.
@@ -75,6 +77,7 @@ func main() {
 	flag.StringVar(&o.security, "caddy-security", "bin/caddy-security", "Caddy with caddy-security, built here if missing")
 	flag.StringVar(&o.xcaddy, "xcaddy", "xcaddy.json", "xcaddy config whose Caddy version the peer is built with")
 	flag.StringVar(&o.authgate, "authgate", "", "more authgate global directives, ';'-separated (e.g. to compare a setting)")
+	flag.StringVar(&o.trace, "trace", "", "write a Go execution trace (go tool trace) of authgate's Caddy during the first login flood to this file")
 	only := flag.String("only", "", "run only these parts, comma-separated ("+strings.Join(parts, ", ")+"); the report is then only printed unless -o is given")
 	flag.Parse()
 	if *only != "" {
@@ -344,7 +347,11 @@ func run(ctx context.Context, o options) error {
 				if (r+step)%2 == 0 {
 					idleRes, err = gateProbe.Run(ctx)
 				} else {
-					floodRes, probeRes, err = beside(ctx, dir, floodLoad, gateProbe)
+					trace := ""
+					if r == 0 {
+						trace = o.trace
+					}
+					floodRes, probeRes, err = beside(ctx, dir, floodLoad, gateProbe, mp.Admin, trace)
 					sleep(ctx, 2*time.Second)
 				}
 				if err != nil {
@@ -517,15 +524,48 @@ func count(n int) string {
 	return fmt.Sprint(n)
 }
 
-// beside runs the login flood and, once it is under way, the probe.
-func beside(ctx context.Context, dir string, flood wrk, p probe) (floodRes, probeRes result, err error) {
+// beside runs the login flood and, once it is under way, the probe. With
+// a trace file, it also records an execution trace of the Caddy whose
+// admin endpoint is on port admin while the probe runs.
+func beside(ctx context.Context, dir string, flood wrk, p probe, admin int, trace string) (floodRes, probeRes result, err error) {
 	var wg sync.WaitGroup
-	var floodErr error
+	var floodErr, traceErr error
 	wg.Go(func() { floodRes, floodErr = flood.Run(ctx, dir) })
 	sleep(ctx, time.Second) // the flood's connections are open and queued
+	if trace != "" {
+		wg.Go(func() { traceErr = record(ctx, admin, p.Duration, trace) })
+	}
 	probeRes, err = p.Run(ctx)
 	wg.Wait()
-	return floodRes, probeRes, errors.Join(err, floodErr)
+	return floodRes, probeRes, errors.Join(err, floodErr, traceErr)
+}
+
+// record writes an execution trace of d from the Caddy whose admin
+// endpoint is on port admin (Caddy serves net/http/pprof there) to file.
+func record(ctx context.Context, admin int, d time.Duration, file string) error {
+	u := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/trace?seconds=%d", admin, int(d.Seconds()))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("trace: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("trace: status %d", resp.StatusCode)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("trace: %w", err)
+	}
+	logger.Printf("wrote an execution trace of the flood to %s (go tool trace %s)", file, file)
+	return f.Close()
 }
 
 // peakMemory measures the resident set of proc at rest, then its peak

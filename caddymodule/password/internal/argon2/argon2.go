@@ -2,29 +2,35 @@
 // Use of this source code is governed by a BSD-style
 // license that can be found in the LICENSE file.
 
-// Package argon2 is golang.org/x/crypto/argon2 (v0.57.0) with one change:
-// the working memory belongs to the caller and is reused from one call to
-// the next, instead of being allocated afresh on every call.
+// Package argon2 is golang.org/x/crypto/argon2 (v0.57.0) changed in two
+// ways for a server that hashes passwords on a few dedicated low-priority
+// threads (package password).
 //
-// A password hash at OWASP's floor needs 19 MiB of working memory. Allocated
-// per call, as x/crypto does, a login flood of 60 hashes a second makes over
-// a gigabyte of garbage a second: the garbage collector then runs all the
-// time, taking CPU and adding pauses to every request of the process, and
-// the heap's high-water mark grows far beyond the memory of the hashes
-// actually under way. Each hashing thread of package password owns one
-// Memory instead.
+// First, the working memory belongs to the caller and is reused from one
+// call to the next, instead of being allocated afresh on every call. A hash
+// at OWASP's floor needs 19 MiB. Allocated per call, as x/crypto does, a
+// login flood of 60 hashes a second makes over a gigabyte of garbage a
+// second: the garbage collector then runs all the time, taking CPU and
+// adding pauses to every request of the process, and the heap's high-water
+// mark grows far beyond the memory of the hashes actually under way.
 //
-// Differences from x/crypto, all in this file (and memory_*.go, new): IDKey
-// is a method of Memory; Key (argon2i) is left out; initBlocks takes its
-// blocks from the Memory; deriveKey wipes them before returning. Everything
-// else, the assembly included, is x/crypto's code unchanged, which argon2_test.go checks
-// against x/crypto itself. To update, copy the files of a newer x/crypto
-// and apply these changes again.
+// Second, the whole computation runs in the calling goroutine. x/crypto
+// computes every segment in a goroutine of its own (lanes in parallel), so
+// the work runs on whichever threads the Go scheduler picks, at their
+// priority, beside the requests it was meant to yield to. A server computes
+// one hash per core at once and gains nothing from lanes in parallel.
+//
+// In code: IDKey is a method of Memory; Key (argon2i) is left out;
+// initBlocks takes its blocks from the Memory; deriveKey wipes them before
+// returning; processBlocks runs the segments in turn; memory_*.go are new.
+// Everything else, the assembly included, is x/crypto's code unchanged,
+// which argon2_test.go checks against x/crypto itself and the reference
+// implementation. To update, copy the files of a newer x/crypto and apply
+// these changes again.
 package argon2
 
 import (
 	"encoding/binary"
-	"sync"
 
 	"golang.org/x/crypto/blake2b"
 )
@@ -156,7 +162,7 @@ func processBlocks(B []block, time, memory, threads uint32, mode int) {
 	lanes := memory / threads
 	segments := lanes / syncPoints
 
-	processSegment := func(n, slice, lane uint32, wg *sync.WaitGroup) {
+	processSegment := func(n, slice, lane uint32) {
 		var addresses, in, zero block
 		if mode == argon2i || (mode == argon2id && n == 0 && slice < syncPoints/2) {
 			in[0] = uint64(n)
@@ -198,17 +204,16 @@ func processBlocks(B []block, time, memory, threads uint32, mode int) {
 			processBlockXOR(&B[offset], &B[prev], &B[newOffset])
 			index, offset = index+1, offset+1
 		}
-		wg.Done()
 	}
 
 	for n := uint32(0); n < time; n++ {
 		for slice := uint32(0); slice < syncPoints; slice++ {
-			var wg sync.WaitGroup
+			// On the calling thread, lane after lane (see the package doc).
+			// The lanes of one slice never read each other's blocks of
+			// that slice, so their order does not change the result.
 			for lane := uint32(0); lane < threads; lane++ {
-				wg.Add(1)
-				go processSegment(n, slice, lane, &wg)
+				processSegment(n, slice, lane)
 			}
-			wg.Wait()
 		}
 	}
 
