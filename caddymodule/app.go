@@ -168,7 +168,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	var err error
-	if a.metrics, err = metrics.New(ctx.GetMetricsRegistry()); err != nil {
+	if a.metrics, err = metrics.New(ctx.GetMetricsRegistry(), password.HeldMemory); err != nil {
 		return err
 	}
 	eventsApp, err := ctx.App("events")

@@ -25,7 +25,9 @@ type Metrics struct {
 
 // New makes the collectors and registers them in reg. Caddy gives every
 // loaded config a registry of its own, and the app registers once in it.
-func New(reg prometheus.Registerer) (*Metrics, error) {
+// hashMemory reports the bytes of working memory the password hashing
+// threads hold.
+func New(reg prometheus.Registerer, hashMemory func() int64) (*Metrics, error) {
 	const ns = "authgate"
 	m := &Metrics{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "logins_total",
@@ -46,7 +48,10 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 	for _, d := range []string{"allowed", "redirected", "denied", "public", "unavailable"} {
 		m.decisions[d] = m.gate.WithLabelValues(d)
 	}
-	for _, c := range []prometheus.Collector{m.logins, m.gate, m.throttled, m.mails, m.hashSeconds, m.storeErrors} {
+	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "password_hash_memory_bytes",
+		Help: "Working memory held by the password hashing threads (one hash's per busy core, none when idle)."},
+		func() float64 { return float64(hashMemory()) })
+	for _, c := range []prometheus.Collector{m.logins, m.gate, m.throttled, m.mails, m.hashSeconds, m.storeErrors, held} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -540,4 +541,42 @@ func BenchmarkHashParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A hashing thread that has hashed nothing for idleRelease gives its
+// memory back; while it holds it, HeldMemory counts it.
+func TestHashThreadsReleaseMemoryWhenIdle(t *testing.T) {
+	defer func(d time.Duration) { idleRelease = d }(idleRelease)
+	idleRelease = 50 * time.Millisecond
+	// One job per thread, each waiting for all the others to have hashed,
+	// so that every thread takes one and restarts its idle timer.
+	memory := DefaultParams().Memory
+	var hashed sync.WaitGroup
+	hashed.Add(PoolSize)
+	errs := make(chan error, PoolSize)
+	for range PoolSize {
+		go func() {
+			errs <- onHashThread(context.Background(), memory, func(m *memargon2.Memory) {
+				m.Release() // whatever other tests left, this job holds one hash's memory
+				m.IDKey([]byte("pw"), []byte("saltsalt"), 1, memory, 1, 32)
+				hashed.Done()
+				hashed.Wait()
+			})
+		}()
+	}
+	for range PoolSize {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if held, want := HeldMemory(), int64(PoolSize)*int64(memory)<<10; held != want {
+		t.Fatalf("HeldMemory %d bytes after %d hashes at once, want %d", held, PoolSize, want)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for HeldMemory() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("HeldMemory %d bytes after the threads went idle, want 0", HeldMemory())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"runtime"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/authgate/authgate/caddymodule/password/internal/argon2"
 )
@@ -20,10 +22,13 @@ import (
 //
 // Each thread also owns argon2 working memory, reused by every hash it
 // computes: the process holds at most PoolSize hashes' memory, and a login
-// flood makes no garbage for the collector (see internal/argon2).
+// flood makes no garbage for the collector (see internal/argon2). A thread
+// that has hashed nothing for idleRelease gives its memory back, so a
+// server between logins holds none.
 var threads struct {
 	once sync.Once
 	jobs chan job
+	held atomic.Int64 // bytes of argon2 memory the threads hold
 }
 
 // job is one computation for a hashing thread. keep is the most argon2
@@ -39,6 +44,15 @@ type job struct {
 // PoolSize is how many hashes run at once in the whole process, whatever
 // the Hashers' own bounds: one per core.
 var PoolSize = runtime.NumCPU()
+
+// idleRelease is how long a hashing thread keeps its argon2 memory without
+// using it. Mapping it again costs about a millisecond of page faults at
+// the next hash.
+var idleRelease = 30 * time.Second
+
+// HeldMemory returns how many bytes of argon2 working memory the hashing
+// threads of the process hold (for a metric).
+func HeldMemory() int64 { return threads.held.Load() }
 
 // onHashThread runs f on a hashing thread, with that thread's argon2
 // memory, and waits for it, or returns ctx's error if ctx ends before a
@@ -71,11 +85,25 @@ func hashThread() {
 	runtime.LockOSThread()
 	lowerThreadPriority()
 	var mem argon2.Memory
-	for j := range threads.jobs {
-		j.run(&mem)
-		if mem.Size() > j.keep {
+	account := func(before uint32) { threads.held.Add((int64(mem.Size()) - int64(before)) << 10) }
+	idle := time.NewTimer(idleRelease)
+	for {
+		select {
+		case j := <-threads.jobs:
+			before := mem.Size()
+			j.run(&mem)
+			if mem.Size() > j.keep {
+				mem.Release()
+			}
+			account(before)
+			// Before done: a test that shortens idleRelease and waits
+			// for its job is then ordered before this read.
+			idle.Reset(idleRelease)
+			close(j.done)
+		case <-idle.C:
+			before := mem.Size()
 			mem.Release()
+			account(before)
 		}
-		close(j.done)
 	}
 }

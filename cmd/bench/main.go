@@ -420,7 +420,7 @@ func run(ctx context.Context, o options) error {
 		if err != nil {
 			return err
 		}
-		base, peak, peakHow, err := peakMemory(ctx, dir, rssProc, url(rssPort), o)
+		base, peak, peakHow, err := peakMemory(ctx, dir, rssProc, rssAdmin, url(rssPort), o)
 		if err != nil {
 			return err
 		}
@@ -454,7 +454,7 @@ func run(ctx context.Context, o options) error {
 			"forward_auth: Caddy's `forward_auth` to `/auth/users/info` on another site of the same process (the Authelia model: one more HTTP request per request; users/info also reads the account from PostgreSQL).",
 			"caddy-security: `authorize with` a policy holding the shared HS512 key; each request carries a pre-made JWT cookie (`access_token`) that caddy-security verifies (it caches only tokens its own portal issued); `Remote-User`/`Remote-Email` injected, like the gate's headers.",
 			fmt.Sprintf("Login flood: wrk posts a wrong password for the real user over %d connections; the gate's latency is probed meanwhile by a Go client at %d req/s, open loop. The hash limit is cores ÷ one hash's time, measured in-process with `password.NewHasher(DefaultParams(), cores).Hash` before any load; the same hasher's rate with one hash per core in parallel is shown beside it.", o.floodConns, o.probeRate),
-			fmt.Sprintf("Memory: a fresh gate Caddy; at rest = VmRSS after one login and a second of gate traffic; peak = VmHWM (reset through /proc/<pid>/clear_refs) over a %s flood of %d connections.", o.dur, o.rssConns),
+			fmt.Sprintf("Memory: a fresh gate Caddy; at rest = VmRSS after one login and a second of gate traffic, once the hashing threads have given back their memory (after 30 s without logins); peak = VmHWM (reset through /proc/<pid>/clear_refs) over a %s flood of %d connections.", o.dur, o.rssConns),
 			fmt.Sprintf("Scale: two identical gate Caddies with their own Redis, seeded directly (pipelined) with 1,000 and %s sessions of as many users in caddymodule/sessions' key layout; the load cycles through 1,000 seeded tokens in both.", count(o.sessions)),
 		},
 	}
@@ -569,8 +569,11 @@ func record(ctx context.Context, admin int, d time.Duration, file string) error 
 }
 
 // peakMemory measures the resident set of proc at rest, then its peak
-// during a flood of wrong-password logins.
-func peakMemory(ctx context.Context, dir string, proc *caddyProc, gateURL string, o options) (base, peak int64, how string, err error) {
+// during a flood of wrong-password logins. At rest means warm (pools open,
+// one login done) and holding no password hashing memory, which the hashing
+// threads give back after a while without logins: the allowance adds one
+// hash's memory per core to it.
+func peakMemory(ctx context.Context, dir string, proc *caddyProc, admin int, gateURL string, o options) (base, peak int64, how string, err error) {
 	// At rest, but warm: one login (pools, the hasher) and a little traffic.
 	cookie, err := login(ctx, gateURL)
 	if err != nil {
@@ -581,6 +584,10 @@ func peakMemory(ctx context.Context, dir string, proc *caddyProc, gateURL string
 		return 0, 0, "", err
 	}
 	sleep(ctx, 2*time.Second)
+	logger.Print("waiting for the hashing threads to give back their memory (authgate_password_hash_memory_bytes 0)")
+	if err := waitHashMemoryReleased(ctx, admin, time.Minute); err != nil {
+		return 0, 0, "", err
+	}
 	if base, _, err = proc.memory(); err != nil {
 		return 0, 0, "", err
 	}
@@ -623,6 +630,44 @@ func peakMemory(ctx context.Context, dir string, proc *caddyProc, gateURL string
 		return base, hwm, how, nil
 	}
 	return base, sampled, how, nil
+}
+
+// waitHashMemoryReleased polls the metrics of the Caddy whose admin
+// endpoint is on port admin until its hashing threads hold no memory.
+func waitHashMemoryReleased(ctx context.Context, admin int, limit time.Duration) error {
+	const metric = "authgate_password_hash_memory_bytes "
+	u := fmt.Sprintf("http://127.0.0.1:%d/metrics", admin)
+	deadline := time.Now().Add(limit)
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		value := ""
+		for line := range strings.SplitSeq(string(body), "\n") {
+			if v, ok := strings.CutPrefix(line, metric); ok {
+				value = v
+			}
+		}
+		switch {
+		case value == "":
+			return fmt.Errorf("metrics: no %s at %s", strings.TrimSpace(metric), u)
+		case value == "0":
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("the hashing threads still hold %s bytes after %s", value, limit)
+		}
+		sleep(ctx, 500*time.Millisecond)
+	}
 }
 
 // registerAndLogin registers the bench user and logs in, as a client of
