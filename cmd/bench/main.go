@@ -78,8 +78,15 @@ func main() {
 	flag.StringVar(&o.xcaddy, "xcaddy", "xcaddy.json", "xcaddy config whose Caddy version the peer is built with")
 	flag.StringVar(&o.authgate, "authgate", "", "more authgate global directives, ';'-separated (e.g. to compare a setting)")
 	flag.StringVar(&o.trace, "trace", "", "write a Go execution trace (go tool trace) of authgate's Caddy during the first login flood to this file")
+	hashLoad := flag.Duration("hash-load", 0, "only hash passwords on every core at the lowest priority, as authgate does, for this long, then exit (the bench runs itself so for a reference variant)")
 	only := flag.String("only", "", "run only these parts, comma-separated ("+strings.Join(parts, ", ")+"); the report is then only printed unless -o is given")
 	flag.Parse()
+	if *hashLoad > 0 {
+		if err := burnHashes(*hashLoad); err != nil {
+			logger.Fatal(err)
+		}
+		return
+	}
 	if *only != "" {
 		o.only = map[string]bool{}
 		for p := range strings.SplitSeq(*only, ",") {
@@ -337,10 +344,15 @@ func run(ctx context.Context, o options) error {
 		idle := row{Name: "gate, idle", Load: probeDesc}
 		flooded := row{Name: "gate, during login flood", Load: probeDesc, Note: fmt.Sprintf("beside %d login connections", o.floodConns)}
 		flood := row{Name: "login flood (wrong passwords)", Load: fmt.Sprintf("wrk -t1 -c%d", o.floodConns), Note: "req/s = logins/s"}
+		hashing := row{Name: "gate, beside hashing alone", Load: probeDesc, Note: "authgate's hashing threads busy in another process, no logins"}
 		floodLoad := wrk{URL: url(mp.Gate) + "auth/users/login", Threads: 1, Conns: o.floodConns,
 			Duration: o.dur + 2*time.Second, Timeout: 30 * time.Second, Script: floodScript(benchUser)}
 		for r := range o.rounds {
-			var idleRes, floodRes, probeRes result
+			var idleRes, floodRes, probeRes, hashingRes result
+			if hashingRes, err = besideHashing(ctx, gateProbe); err != nil {
+				return err
+			}
+			hashing.Rounds = append(hashing.Rounds, hashingRes)
 			// Which goes first alternates, as in the pairs above; after a
 			// flood its queue drains before anything else is measured.
 			for step := range 2 {
@@ -361,8 +373,8 @@ func run(ctx context.Context, o options) error {
 			idle.Rounds = append(idle.Rounds, idleRes)
 			flooded.Rounds = append(flooded.Rounds, probeRes)
 			flood.Rounds = append(flood.Rounds, floodRes)
-			logger.Printf("round %d/%d gate p99 idle %s, during the flood %s; %.1f logins/s, answers %v",
-				r+1, o.rounds, ms(idleRes.P99), ms(probeRes.P99), floodRes.RPS(), floodRes.Status)
+			logger.Printf("round %d/%d gate p99 idle %s, during the flood %s, beside hashing alone %s; %.1f logins/s, answers %v",
+				r+1, o.rounds, ms(idleRes.P99), ms(probeRes.P99), ms(hashingRes.P99), floodRes.RPS(), floodRes.Status)
 		}
 		// The flood is only a flood of hashes if the answers were 401, not 429.
 		var hashed, throttled, other int64
@@ -372,10 +384,13 @@ func run(ctx context.Context, o options) error {
 			other += res.Status["other"]
 		}
 		flood.Note = fmt.Sprintf("req/s = logins/s; answers: %d × 401, %d × 429, %d other", hashed, throttled, other)
-		rows = append(rows, idle, flooded, flood)
+		rows = append(rows, idle, flooded, hashing, flood)
 		loginRate := flood.rps()
+		floodCheck := ratioCheck(fmt.Sprintf("gate p99 during a %d-connection login flood ÷ idle", o.floodConns), roundRatio(flooded, idle, p99), "<=", 2.0)
+		// What the machine allows: the same hashing, with no login handled.
+		floodCheck.Measured += fmt.Sprintf(" (beside hashing alone, no logins: %.2f×)", roundRatio(hashing, idle, p99))
 		checks = append(checks,
-			ratioCheck(fmt.Sprintf("gate p99 during a %d-connection login flood ÷ idle", o.floodConns), roundRatio(flooded, idle, p99), "<=", 2.0),
+			floodCheck,
 			check{
 				Name: "login throughput ÷ hash limit",
 				Measured: fmt.Sprintf("%.2f× (%.1f logins/s; limit %d cores ÷ %s = %.1f/s; %d hashes in parallel in-process: %.1f/s)",
@@ -453,7 +468,7 @@ func run(ctx context.Context, o options) error {
 			"plain and gate are two sites of the same Caddy process (bin/caddy); gate requests carry the session cookie of a user registered and logged in through `POST /auth/users/register` and `/auth/users/login`.",
 			"forward_auth: Caddy's `forward_auth` to `/auth/users/info` on another site of the same process (the Authelia model: one more HTTP request per request; users/info also reads the account from PostgreSQL).",
 			"caddy-security: `authorize with` a policy holding the shared HS512 key; each request carries a pre-made JWT cookie (`access_token`) that caddy-security verifies (it caches only tokens its own portal issued); `Remote-User`/`Remote-Email` injected, like the gate's headers.",
-			fmt.Sprintf("Login flood: wrk posts a wrong password for the real user over %d connections; the gate's latency is probed meanwhile by a Go client at %d req/s, open loop. The hash limit is cores ÷ one hash's time, measured in-process with `password.NewHasher(DefaultParams(), cores).Hash` before any load; the same hasher's rate with one hash per core in parallel is shown beside it.", o.floodConns, o.probeRate),
+			fmt.Sprintf("Login flood: wrk posts a wrong password for the real user over %d connections; the gate's latency is probed meanwhile by a Go client at %d req/s, open loop. For reference, the gate is also probed beside hashing alone: another process (bin/bench -hash-load) keeps one password hash per core running through caddymodule/password, on the same lowest-priority threads, with no request at all; the gate's p99 there is what this machine allows beside a flood whatever the gate does. The hash limit is cores ÷ one hash's time, measured in-process with `password.NewHasher(DefaultParams(), cores).Hash` before any load; the same hasher's rate with one hash per core in parallel is shown beside it.", o.floodConns, o.probeRate),
 			fmt.Sprintf("Memory: a fresh gate Caddy; at rest = VmRSS after one login and a second of gate traffic, once the hashing threads have given back their memory (after 30 s without logins); peak = VmHWM (reset through /proc/<pid>/clear_refs) over a %s flood of %d connections.", o.dur, o.rssConns),
 			fmt.Sprintf("Scale: two identical gate Caddies with their own Redis, seeded directly (pipelined) with 1,000 and %s sessions of as many users in caddymodule/sessions' key layout; the load cycles through 1,000 seeded tokens in both.", count(o.sessions)),
 		},
@@ -538,6 +553,52 @@ func beside(ctx context.Context, dir string, flood wrk, p probe, admin int, trac
 	probeRes, err = p.Run(ctx)
 	wg.Wait()
 	return floodRes, probeRes, errors.Join(err, floodErr, traceErr)
+}
+
+// besideHashing runs the probe while another process (this program with
+// -hash-load) keeps authgate's hashing threads busy on every core: the
+// same code at the same priority as during a login flood, without a
+// single request. The gate's latency beside it is what the machine allows
+// beside a flood; the flood's own overhead is what the rest adds.
+func besideHashing(ctx context.Context, p probe) (result, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return result{}, err
+	}
+	cmd := exec.CommandContext(ctx, self, "-hash-load", (p.Duration + 2*time.Second).String())
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return result{}, fmt.Errorf("hash load: %w", err)
+	}
+	sleep(ctx, time.Second) // every hashing thread is busy
+	res, err := p.Run(ctx)
+	return res, errors.Join(err, cmd.Wait())
+}
+
+// burnHashes hashes on as many goroutines as authgate's hashing pool has
+// threads, through package password (so on its low-priority threads),
+// until d has passed.
+func burnHashes(d time.Duration) error {
+	h, err := password.NewHasher(password.DefaultParams(), 0)
+	if err != nil {
+		return err
+	}
+	stop := time.Now().Add(d)
+	var wg sync.WaitGroup
+	errs := make(chan error, password.PoolSize)
+	for range password.PoolSize {
+		wg.Go(func() {
+			for time.Now().Before(stop) {
+				if _, err := h.Hash(context.Background(), "a password of some length"); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
 }
 
 // record writes an execution trace of d from the Caddy whose admin
