@@ -49,7 +49,7 @@ func New(reg prometheus.Registerer, hashMemory func() int64) (*Metrics, error) {
 		m.decisions[d] = m.gate.WithLabelValues(d)
 	}
 	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "password_hash_memory_bytes",
-		Help: "Working memory held by the password hashing threads (one hash's per busy core, none when idle)."},
+		Help: "Working memory the password hashing threads keep between hashes (one hash's per recently busy core, none after 30 s without any)."},
 		func() float64 { return float64(hashMemory()) })
 	for _, c := range []prometheus.Collector{m.logins, m.gate, m.throttled, m.mails, m.hashSeconds, m.storeErrors, held} {
 		if err := reg.Register(c); err != nil {
