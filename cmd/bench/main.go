@@ -388,7 +388,8 @@ func run(ctx context.Context, o options) error {
 		loginRate := flood.rps()
 		floodCheck := ratioCheck(fmt.Sprintf("gate p99 during a %d-connection login flood ÷ idle", o.floodConns), roundRatio(flooded, idle, p99), "<=", 2.0)
 		// What the machine allows: the same hashing, with no login handled.
-		floodCheck.Measured += fmt.Sprintf(" (beside hashing alone, no logins: %.2f×)", roundRatio(hashing, idle, p99))
+		floodCheck.Measured += fmt.Sprintf(" (beside hashing alone, no logins: %.2f× idle; the flood ÷ hashing alone: %.2f×)",
+			roundRatio(hashing, idle, p99), roundRatio(flooded, hashing, p99))
 		checks = append(checks,
 			floodCheck,
 			check{
