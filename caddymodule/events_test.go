@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -17,7 +16,7 @@ type recorder struct{}
 var recorded = make(chan caddy.Event, 64)
 
 func (recorder) CaddyModule() caddy.ModuleInfo {
-	return caddy.ModuleInfo{ID: "events.handlers.authgate_test_recorder", New: func() caddy.Module { return recorder{} }}
+	return caddy.ModuleInfo{ID: "events.handlers.authgate_test_recorder", New: func() caddy.Module { return new(recorder) }}
 }
 
 func (recorder) Handle(_ context.Context, e caddy.Event) error {
@@ -29,19 +28,10 @@ func init() { caddy.RegisterModule(recorder{}) }
 
 // Account events go out through Caddy's events app, without secrets.
 func TestAuditEvents(t *testing.T) {
-	e := newEnv(t, options{})
-	var cfg map[string]any
-	if err := json.Unmarshal(e.cfgJSON, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	cfg["apps"].(map[string]any)["events"] = map[string]any{"subscriptions": []any{map[string]any{
+	e := newEnv(t, options{apps: map[string]any{"events": map[string]any{"subscriptions": []any{map[string]any{
 		"events":   []string{"authgate.user_registered", "authgate.login_succeeded", "authgate.login_failed", "authgate.logout"},
 		"handlers": []any{map[string]any{"handler": "authgate_test_recorder"}},
-	}}}
-	withEvents, _ := json.Marshal(cfg)
-	if err := caddy.Load(withEvents, true); err != nil {
-		t.Fatal(err)
-	}
+	}}}}})
 
 	e.register("ella", "ella-password", "")
 	e.do(nil, "POST", "/auth/users/login", map[string]any{"username": "ella", "password": "not-her-password"})

@@ -40,7 +40,7 @@ type env struct {
 	logFile  string
 	db       *sql.DB
 	rdb      *redis.Client
-	cfgJSON  []byte // the loaded config, for tests that reload a variant
+	apps     map[string]any
 }
 
 // options change the generated Caddyfile.
@@ -50,11 +50,16 @@ type options struct {
 	postgres string // default: a fresh database on the shared server
 	redis    string // default: the shared server
 	smtp     string // an SMTP URL instead of the mail_dir mailer
+	// apps are more Caddy apps (JSON), for what a Caddyfile cannot say. They
+	// go into the first config rather than a reload: on Linux a reload binds
+	// the port twice (SO_REUSEPORT), and a connection the kernel hands to the
+	// old server's listener as it closes ends in EOF.
+	apps map[string]any
 }
 
 func newEnv(t testing.TB, opts options) *env {
 	t.Helper()
-	e := &env{t: t, pg: opts.postgres, redisURL: opts.redis, prefix: testenv.Prefix(t)}
+	e := &env{t: t, pg: opts.postgres, redisURL: opts.redis, prefix: testenv.Prefix(t), apps: opts.apps}
 	if e.pg == "" {
 		e.pg = testenv.PostgresURL(t)
 	}
@@ -127,7 +132,18 @@ func (e *env) load(caddyfileText string) {
 	if err != nil {
 		e.t.Fatalf("adapting Caddyfile: %v\n%s", err, caddyfileText)
 	}
-	e.cfgJSON = cfgJSON
+	if len(e.apps) > 0 {
+		var cfg map[string]any
+		if err := json.Unmarshal(cfgJSON, &cfg); err != nil {
+			e.t.Fatal(err)
+		}
+		for name, app := range e.apps {
+			cfg["apps"].(map[string]any)[name] = app
+		}
+		if cfgJSON, err = json.Marshal(cfg); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 	if err := caddy.Load(cfgJSON, true); err != nil {
 		e.t.Fatalf("loading config: %v", err)
 	}
