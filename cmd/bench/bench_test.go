@@ -147,3 +147,13 @@ func TestAuthgateGlobal(t *testing.T) {
 		}
 	}
 }
+
+func TestFloodAnswers(t *testing.T) {
+	flood := row{Rounds: []result{
+		{Status: map[string]int64{"401": 700, "429": 2}},
+		{Status: map[string]int64{"401": 650, "other": 1}},
+	}}
+	if got, want := floodAnswers(flood), "answers: 1350 × 401, 2 × 429, 1 other"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
