@@ -151,7 +151,9 @@ func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
-	v := view{Heading: "Reset your password", Step: "request"}
+	// redirect rides along, so that a user who forgot the password still
+	// comes back to the page the gate sent them from.
+	v := view{Heading: "Reset your password", Step: "request", Redirect: SafeRedirect(r.FormValue("redirect"))}
 	if token := r.FormValue("token"); token != "" {
 		v.Step, v.Token = "token", token
 	}
@@ -210,7 +212,7 @@ func (p *Pages) resetDone(w http.ResponseWriter, r *http.Request, v view, err er
 		p.render(w, status, "reset", v)
 		return
 	}
-	p.render(w, http.StatusOK, "message", view{Heading: "Password changed",
+	p.render(w, http.StatusOK, "message", view{Heading: "Password changed", Redirect: v.Redirect,
 		Notice: "Your password was changed and every session was ended. Log in with the new password."})
 }
 

@@ -178,7 +178,8 @@ func TestBrowserRegister(t *testing.T) {
 }
 
 // 3. The whole reset by mailed code, in the browser: the old password stops
-// working, the new one works, and the old sessions end.
+// working, the new one works, the old sessions end, and the user comes back
+// to the page the gate sent them from.
 func TestBrowserPasswordReset(t *testing.T) {
 	const oldPassword, newPassword = "the old password", "the brand new password"
 	g := startGate(t)
@@ -187,11 +188,14 @@ func TestBrowserPasswordReset(t *testing.T) {
 	oldHash := g.passwordHash("carol")
 	b := newBrowser(t)
 
-	b.open(g.base + "/auth/login")
-	if status := b.click(`a[href="/auth/reset"]`); status != 200 {
+	b.open(g.base + target)
+	wantLoginPage(t, b, target)
+	if status := b.click(`a[href^="/auth/reset"]`); status != 200 {
 		t.Errorf("the reset page answered %d", status)
 	}
-	wantAt(t, b, "/auth/reset")
+	if loc := b.location(); loc.Path != "/auth/reset" || loc.Query().Get("redirect") != target {
+		t.Fatalf("the browser is at %s, want the reset page with redirect=%s", loc.RequestURI(), target)
+	}
 	readable(t, b.pageText(), "Reset your password", "Enter your username", "Mail me a code")
 	b.shot("04-reset-request")
 
@@ -227,9 +231,10 @@ func TestBrowserPasswordReset(t *testing.T) {
 		t.Errorf("the session from before the reset still lives in Redis")
 	}
 
-	if status := b.click(`a[href="/auth/login"]`); status != 200 {
+	if status := b.click(`a[href^="/auth/login"]`); status != 200 {
 		t.Errorf("the login page answered %d", status)
 	}
+	wantLoginPage(t, b, target)
 	b.fill("#username", "carol")
 	b.fill("#password", oldPassword)
 	if status := b.click(submit); status != 401 {
@@ -242,7 +247,7 @@ func TestBrowserPasswordReset(t *testing.T) {
 	if status := b.click(submit); status != 200 {
 		t.Errorf("the new password answered %d", status)
 	}
-	wantUpstream(t, b, "/", "carol", "carol@example.com")
+	wantUpstream(t, b, target, "carol", "carol@example.com")
 	wantSession(t, g, b)
 }
 
