@@ -157,3 +157,18 @@ func TestFloodAnswers(t *testing.T) {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }
+
+func TestMerge(t *testing.T) {
+	x := result{Requests: 300, Duration: 3 * time.Second, P50: 2 * time.Millisecond, P99: 10 * time.Millisecond, Errors: 1, Status: map[string]int64{"401": 300}}
+	y := result{Requests: 600, Duration: 3 * time.Second, P50: 4 * time.Millisecond, P99: 20 * time.Millisecond, Bad: 2, Status: map[string]int64{"401": 598, "other": 2}}
+	m := merge(x, y)
+	if m.RPS() != 150 || m.P50 != 3*time.Millisecond || m.P99 != 15*time.Millisecond || m.Errors != 1 || m.Bad != 2 {
+		t.Errorf("merged %+v", m)
+	}
+	if m.Status["401"] != 898 || m.Status["other"] != 2 {
+		t.Errorf("merged statuses %v", m.Status)
+	}
+	if merge(result{}, result{}).Status != nil {
+		t.Error("statuses out of nothing")
+	}
+}

@@ -31,6 +31,29 @@ type result struct {
 	Status map[string]int64
 }
 
+// merge returns the result of two runs of the same load taken as one: the
+// counts add up; latency percentiles cannot be merged from percentiles, so
+// the merged p50 and p99 are the means of the runs' (the runs last as long).
+func merge(x, y result) result {
+	m := result{
+		Requests: x.Requests + y.Requests,
+		Duration: x.Duration + y.Duration,
+		P50:      (x.P50 + y.P50) / 2,
+		P99:      (x.P99 + y.P99) / 2,
+		Errors:   x.Errors + y.Errors,
+		Bad:      x.Bad + y.Bad,
+	}
+	if x.Status != nil || y.Status != nil {
+		m.Status = map[string]int64{}
+		for _, st := range []map[string]int64{x.Status, y.Status} {
+			for k, n := range st {
+				m.Status[k] += n
+			}
+		}
+	}
+	return m
+}
+
 // RPS is requests completed per second.
 func (r result) RPS() float64 {
 	if r.Duration <= 0 {

@@ -281,14 +281,14 @@ func run(ctx context.Context, o options) error {
 	load := func(u string, headers map[string]string) wrk {
 		return wrk{URL: u, Threads: o.threads, Conns: o.conns, Duration: o.dur, Script: headerScript(headers)}
 	}
-	loadDesc := fmt.Sprintf("wrk -t%d -c%d -d%s", o.threads, o.conns, o.dur)
+	loadDesc := fmt.Sprintf("wrk -t%d -c%d, 2 × %s", o.threads, o.conns, o.dur/2)
 	var rows []row
 	var checks []check
 
 	// 1. Throughput: the gate against plain reverse_proxy, forward_auth and
-	// caddy-security. Each comparison is a pair of runs back to back (which
-	// goes first alternates), so that the machine's drift between one pair
-	// and the next cancels out of the pair's ratio.
+	// caddy-security. Each comparison is a round of runs back to back
+	// (runPair), so that the machine's drift between one round and the
+	// next cancels out of the round's ratio.
 	if o.runs("throughput") {
 		gate := &variant{row{Name: "gate (authgate)", Load: loadDesc, Note: "valid session cookie"}, load(url(mp.Gate), gateHeaders)}
 		plain := &variant{row{Name: "plain reverse_proxy", Load: loadDesc}, load(url(mp.Plain), gateHeaders)}
@@ -486,7 +486,7 @@ func run(ctx context.Context, o options) error {
 		Rows:    rows,
 		Checks:  checks,
 		Settings: []string{
-			fmt.Sprintf("Each comparison: %d rounds; in each, the two variants compared run %s each, back to back, the first alternating; a ratio is the median of the rounds' ratios.", o.rounds, o.dur),
+			fmt.Sprintf("Each comparison: %d rounds; in each, the two variants compared run %s each, in two halves ordered a b b a (which comes first alternates), so that a steady drift of the machine cancels out; a round's req/s is over both halves, its p50 and p99 the mean of the halves'; a ratio is the median of the rounds' ratios.", o.rounds, o.dur),
 			fmt.Sprintf("authgate: default settings (argon2id m=%d KiB t=%d p=%d, hash concurrency = cores), throttles set out of reach%s.",
 				password.DefaultParams().Memory, password.DefaultParams().Time, password.DefaultParams().Threads, extraNote(o.authgate)),
 		},
@@ -517,26 +517,33 @@ type variant struct {
 	load wrk
 }
 
-// runPair runs a and b back to back (a first if aFirst) and appends each
-// result to its row; it returns a's.
+// runPair measures a and b in the order a b b a (b a a b unless aFirst),
+// each run lasting half of the variant's duration, and appends each
+// variant's two halves, merged, to its row; it returns a's. The machine's
+// speed drifts by tens of percent within seconds here: a drift that is
+// steady over the round cancels out of a b b a, whereas it would count
+// fully in a then b.
 func runPair(ctx context.Context, dir, label string, aFirst bool, a, b *variant) (result, error) {
-	order := []*variant{a, b}
+	order := []*variant{a, b, b, a}
 	if !aFirst {
-		order = []*variant{b, a}
+		order = []*variant{b, a, a, b}
 	}
-	var aRes result
+	halves := map[*variant][]result{}
 	for _, v := range order {
-		res, err := v.load.Run(ctx, dir)
+		load := v.load
+		load.Duration /= 2
+		res, err := load.Run(ctx, dir)
 		if err != nil {
 			return result{}, err
 		}
+		halves[v] = append(halves[v], res)
+	}
+	for _, v := range []*variant{a, b} {
+		res := merge(halves[v][0], halves[v][1])
 		v.row.Rounds = append(v.row.Rounds, res)
-		if v == a {
-			aRes = res
-		}
 		logger.Printf("%s %-30s %8.0f req/s  p50 %s  p99 %s", label, v.row.Name, res.RPS(), ms(res.P50), ms(res.P99))
 	}
-	return aRes, nil
+	return a.row.Rounds[len(a.row.Rounds)-1], nil
 }
 
 func ratioCheck(name string, v float64, op string, target float64) check {
