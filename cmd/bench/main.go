@@ -64,7 +64,7 @@ func (o options) runs(part string) bool { return len(o.only) == 0 || o.only[part
 
 func main() {
 	var o options
-	flag.DurationVar(&o.dur, "d", 6*time.Second, "duration of each measured load")
+	flag.DurationVar(&o.dur, "d", 6*time.Second, "duration of each measured load (in a throughput or scale comparison, each variant runs it in two halves)")
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds of each comparison (medians are reported)")
 	flag.IntVar(&o.threads, "t", 2, "wrk threads")
 	flag.IntVar(&o.conns, "c", 32, "wrk connections for the throughput variants")
