@@ -94,7 +94,9 @@ type App struct {
 	// Lifetime of an OTP or reset token. Default: 10m.
 	OTPTTL caddy.Duration `json:"otp_ttl,omitempty"`
 	// Link mailed by the REST dialect. {prefix} and {token} are filled in.
-	// Default: {prefix}/reset?token={token}.
+	// An absolute http(s) URL is mailed as is; a path is put after the
+	// site's configured origin (the handler's origin), never after a host
+	// taken from the request. Default: {prefix}/reset?token={token}.
 	ResetURL string `json:"reset_url,omitempty"`
 
 	// Cost of new password hashes. Default: OWASP's floor (19 MiB, t=2, p=1).
@@ -517,6 +519,9 @@ func (a *App) check() error {
 	if !strings.Contains(a.ResetURL, "{token}") {
 		return fail("reset_url", "%q must contain {token}", a.ResetURL)
 	}
+	if _, err := resetURLIsPath(a.ResetURL); err != nil {
+		return fail("reset_url", "%v", err)
+	}
 	if a.Argon2 != nil {
 		p := password.Params{Memory: a.Argon2.MemoryKiB, Time: a.Argon2.Iterations, Threads: a.Argon2.Parallelism}
 		if err := p.Validate(); err != nil {
@@ -535,6 +540,22 @@ func (a *App) check() error {
 		}
 	}
 	return nil
+}
+
+// resetURLIsPath tells whether a reset_url template is a path on the site
+// (to be put after the site's origin) rather than an absolute URL. Anything
+// else, such as "//host/…" (which browsers read as another host) or a
+// relative path, is an error.
+func resetURLIsPath(template string) (bool, error) {
+	filled := strings.NewReplacer("{prefix}", "/auth", "{token}", "token").Replace(template)
+	if strings.HasPrefix(filled, "/") && !strings.HasPrefix(filled, "//") && !strings.HasPrefix(filled, "/\\") {
+		return true, nil
+	}
+	u, err := url.Parse(filled)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil {
+		return false, fmt.Errorf("%q must be an absolute http(s) URL or a path starting with /", template)
+	}
+	return false, nil
 }
 
 func validCookieName(name string) bool {

@@ -1,7 +1,13 @@
 package caddymodule
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -224,13 +230,107 @@ func resolveNow(s string) string {
 //		account_api /api/user
 //		public      /healthz /assets/*
 //		title       "Example Corp"
+//		origin      https://app.example.com
 //	}
+//
+// origin defaults to the site's own address (siteOrigin).
 func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	handler := new(Handler)
 	if err := handler.UnmarshalCaddyfile(h.Dispenser); err != nil {
 		return nil, err
 	}
-	return handler, handler.Validate()
+	keys, keysErr := siteKeys(h)
+	if handler.Origin == "" {
+		handler.Origin = siteOrigin(keys, h.Option("http_port"), h.Option("https_port"))
+	}
+	if err := handler.Validate(); err != nil {
+		return nil, err
+	}
+	if err := handler.needOrigin(globalResetURL(h)); err != nil {
+		if keysErr != nil {
+			err = fmt.Errorf("%w (%v)", err, keysErr)
+		}
+		return nil, h.Err(err.Error())
+	}
+	return handler, nil
+}
+
+// globalResetURL is reset_url as the global option sets it ("" for the
+// default), so that a site that cannot use it fails at adapt already.
+func globalResetURL(h httpcaddyfile.Helper) string {
+	opt, ok := h.Option("authgate").(httpcaddyfile.App)
+	if !ok {
+		return ""
+	}
+	var app App
+	if err := json.Unmarshal(opt.Value, &app); err != nil {
+		return ""
+	}
+	return app.ResetURL
+}
+
+var errSiteKeys = errors.New("this Caddy version hides the site's addresses from plugins; see siteKeys")
+
+// siteKeys returns the addresses of the site block whose directive is being
+// parsed. Caddy's Helper holds that block (parentBlock) but keeps it
+// unexported and has no accessor for its keys, so they are read here through
+// reflection, read-only and without unsafe. TestSiteOriginFromAddress fails
+// if a Caddy upgrade (xcaddy.json pins the version) renames or reshapes the
+// field; until it is fixed, such a build refuses a site that needs the
+// origin, rather than guessing one.
+func siteKeys(h httpcaddyfile.Helper) ([]string, error) {
+	block := reflect.ValueOf(h).FieldByName("parentBlock")
+	if !block.IsValid() || block.Type() != reflect.TypeFor[caddyfile.ServerBlock]() {
+		return nil, errSiteKeys
+	}
+	keys := block.FieldByName("Keys") // []caddyfile.Token, by the type check
+	out := make([]string, 0, keys.Len())
+	for i := range keys.Len() {
+		out = append(out, keys.Index(i).FieldByName("Text").String())
+	}
+	return out, nil
+}
+
+// siteOrigin makes the site's public origin from its addresses: the first
+// with a real host name (not just a port, not a wildcard, no placeholder).
+// Its scheme is the one Caddy serves it with: http when the address says
+// http:// or names the HTTP port, else https (automatic HTTPS, also for
+// localhost). A port other than the scheme's default is kept; an address
+// without one gets Caddy's http_port or https_port.
+func siteOrigin(keys []string, httpPortOpt, httpsPortOpt any) string {
+	httpPort, httpsPort := strconv.Itoa(caddyhttp.DefaultHTTPPort), strconv.Itoa(caddyhttp.DefaultHTTPSPort)
+	if p, ok := httpPortOpt.(int); ok {
+		httpPort = strconv.Itoa(p)
+	}
+	if p, ok := httpsPortOpt.(int); ok {
+		httpsPort = strconv.Itoa(p)
+	}
+	for _, key := range keys {
+		if strings.ContainsAny(key, "{}") {
+			continue
+		}
+		addr, err := httpcaddyfile.ParseAddress(key)
+		if err != nil || addr.Host == "" || strings.Contains(addr.Host, "*") ||
+			(addr.Scheme != "" && addr.Scheme != "http" && addr.Scheme != "https") {
+			continue
+		}
+		scheme, port := "https", addr.Port
+		if addr.Scheme == "http" || (addr.Scheme == "" && port == httpPort) {
+			scheme = "http"
+		}
+		if port == "" {
+			port = map[string]string{"http": httpPort, "https": httpsPort}[scheme]
+		}
+		host := strings.ToLower(addr.Host)
+		if (scheme == "https" && port == "443") || (scheme == "http" && port == "80") {
+			if strings.Contains(host, ":") {
+				host = "[" + host + "]"
+			}
+			return scheme + "://" + host
+		}
+		return scheme + "://" + net.JoinHostPort(host, port)
+	}
+	return ""
 }
 
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens.
@@ -243,11 +343,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		directive := d.Val()
 		args := d.RemainingArgs()
 		switch directive {
-		case "prefix", "account_api", "title":
+		case "prefix", "account_api", "title", "origin":
 			if len(args) != 1 {
 				return d.Errf("authgate: %s: takes one argument", directive)
 			}
-			*map[string]*string{"prefix": &h.Prefix, "account_api": &h.AccountAPI, "title": &h.Title}[directive] = args[0]
+			*map[string]*string{"prefix": &h.Prefix, "account_api": &h.AccountAPI, "title": &h.Title, "origin": &h.Origin}[directive] = args[0]
 		case "public":
 			if len(args) == 0 {
 				return d.Errf("authgate: public: takes one or more path patterns")

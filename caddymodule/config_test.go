@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -311,5 +312,134 @@ func TestUnreachableStoreFailsStart(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "hunter2") {
 			t.Fatalf("error %q, want it to name %s without the password", err, tc.want)
 		}
+	}
+}
+
+// adaptedGate returns the authgate handler of an adapted config.
+func adaptedGate(t *testing.T, out []byte) map[string]any {
+	t.Helper()
+	var found map[string]any
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if v["handler"] == "authgate" && found == nil {
+				found = v
+			}
+			for _, x := range v {
+				walk(x)
+			}
+		case []any:
+			for _, x := range v {
+				walk(x)
+			}
+		}
+	}
+	var cfg any
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	walk(cfg)
+	if found == nil {
+		t.Fatalf("no authgate handler in %s", out)
+	}
+	return found
+}
+
+// The origin of mailed links comes from the site's own address. This also
+// guards siteKeys, which reads the site block's keys out of Caddy's Helper by
+// reflection: if a Caddy upgrade changes that, every case here fails.
+func TestSiteOriginFromAddress(t *testing.T) {
+	const global = "{\n\t%s\n\tauthgate {\n\t\tpostgres postgres://u@localhost/db\n\t\tredis redis://localhost:6379\n\t}\n}\n"
+	for _, tc := range []struct{ name, options, address, site, want string }{
+		{"host name", "", "app.example.com", "", "https://app.example.com"},
+		{"host and port", "", "app.example.com:8443", "", "https://app.example.com:8443"},
+		{"http scheme", "", "http://app.example.com", "", "http://app.example.com"},
+		{"http on its port", "", "app.example.com:80", "", "http://app.example.com"},
+		{"https default port dropped", "", "https://APP.example.com:443", "", "https://app.example.com"},
+		{"make run's address", "", "http://localhost:8080", "", "http://localhost:8080"},
+		{"localhost gets automatic https", "", "localhost:8080", "", "https://localhost:8080"},
+		{"ip address", "", "http://127.0.0.1:8080", "", "http://127.0.0.1:8080"},
+		{"ipv6", "", "[::1]:8443", "", "https://[::1]:8443"},
+		{"first real host", "", ":8080, *.example.com, www.example.com, app.example.com", "", "https://www.example.com"},
+		{"path ignored", "", "app.example.com/shop", "", "https://app.example.com"},
+		{"https_port", "https_port 8443", "app.example.com", "", "https://app.example.com:8443"},
+		{"http_port", "http_port 8081", "app.example.com:8081", "", "http://app.example.com:8081"},
+		{"http_port without a port", "http_port 8081", "http://app.example.com", "", "http://app.example.com:8081"},
+		{"port only", "", ":8080", "", ""},
+		{"wildcard only", "", "*.example.com", "", ""},
+		{"given origin wins", "", "app.example.com", "origin https://login.example.com", "https://login.example.com"},
+		{"given origin on a port-only site", "", ":8080", "account_api /api/user\n\t\torigin https://login.example.com/", "https://login.example.com/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text := fmt.Sprintf(global, tc.options) + tc.address + " {\n\tauthgate {\n\t\t" + tc.site + "\n\t}\n\trespond ok\n}\n"
+			out, err := adapt(t, text)
+			if err != nil {
+				t.Fatalf("adapt: %v\n%s", err, text)
+			}
+			origin, _ := adaptedGate(t, out)["origin"].(string)
+			if origin != tc.want {
+				t.Fatalf("origin %q, want %q", origin, tc.want)
+			}
+		})
+	}
+}
+
+// A site that mails reset links needs an origin for a reset_url that is a
+// path: the only other host would be the request's, which the asker picks.
+func TestResetURLNeedsTheSiteHost(t *testing.T) {
+	const base = "postgres postgres://u@localhost/db\n\t\tredis redis://localhost:6379\n"
+	for _, tc := range []struct{ name, global, address, site, want string }{
+		{"port only", base, ":8080", "account_api /api/user", "reset_url"},
+		{"wildcard", base, "*.example.com", "account_api /api/user", "reset_url"},
+		{"port only, path reset_url", base + "reset_url /reset?t={token}", "http://:8080", "account_api /api/user", "reset_url"},
+		{"protocol-relative reset_url", base + "reset_url //evil.example/r?t={token}", "app.example.com", "", "reset_url"},
+		{"relative reset_url", base + "reset_url reset?t={token}", "app.example.com", "", "reset_url"},
+		{"other scheme", base + "reset_url javascript:alert({token})", "app.example.com", "", "reset_url"},
+		{"bad origin", base, ":8080", "origin ftp://login.example.com", "origin"},
+		{"origin with a path", base, ":8080", "origin https://login.example.com/auth", "origin"},
+		{"port only, absolute reset_url", base + "reset_url https://login.example.com/reset?t={token}", ":8080", "account_api /api/user", ""},
+		{"port only, no account_api", base, ":8080", "", ""},
+		{"named site", base, "app.example.com", "account_api /api/user", ""},
+		{"port only, given origin", base, ":8080", "account_api /api/user\n\t\torigin https://login.example.com", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text := "{\n\tauthgate {\n\t\t" + tc.global + "\n\t}\n}\n" + tc.address + " {\n\tauthgate {\n\t\t" + tc.site + "\n\t}\n\trespond ok\n}\n"
+			_, err := adapt(t, text)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("adapt: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), "authgate: "+tc.want+":")):
+				t.Fatalf("error %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// JSON configs, which skip the adapter, meet the same rule at provisioning.
+func TestResetURLNeedsOriginInJSON(t *testing.T) {
+	const app = `{"postgres":"postgres://u@127.0.0.1:1/db","redis":"redis://127.0.0.1:1"%s}`
+	for _, tc := range []struct{ name, app, handler, want string }{
+		{"no origin", "", `"account_api":"/api/user"`, "reset_url"},
+		{"bad origin", "", `"account_api":"/api/user","origin":"https://x.example/auth"`, "origin"},
+		{"with origin", "", `"account_api":"/api/user","origin":"https://x.example"`, ""},
+		{"absolute reset_url", `,"reset_url":"https://x.example/r?t={token}"`, `"account_api":"/api/user"`, ""},
+		{"no account_api", "", `"prefix":"/auth"`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := fmt.Sprintf(`{"admin":{"disabled":true},"apps":{"authgate":`+app+`,"http":{"servers":{"s":{"listen":["127.0.0.1:0"],`+
+				`"routes":[{"handle":[{"handler":"authgate",%s}]}]}}}}}`, tc.app, tc.handler)
+			var config caddy.Config
+			if err := json.Unmarshal([]byte(cfg), &config); err != nil {
+				t.Fatal(err)
+			}
+			err := caddy.Validate(&config)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("validate: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), "authgate: "+tc.want+":")):
+				t.Fatalf("error %v, want one naming %s", err, tc.want)
+			}
+		})
 	}
 }

@@ -48,6 +48,12 @@ type Handler struct {
 	Public []string `json:"public,omitempty"`
 	// Product name shown on the login pages. Default: authgate.
 	Title string `json:"title,omitempty"`
+	// The site's public origin, e.g. https://app.example.com: mailed links
+	// that reset_url gives as a path start with it, never with a host taken
+	// from the request. Filled from the site address by the Caddyfile
+	// adapter. Required with account_api when reset_url is a path (as by
+	// default).
+	Origin string `json:"origin,omitempty"`
 
 	app    *App
 	public caddyhttp.MatchPath
@@ -78,6 +84,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	}
 	h.Prefix = strings.TrimSuffix(h.Prefix, "/")
 	h.AccountAPI = strings.TrimSuffix(h.AccountAPI, "/")
+	h.Origin = strings.TrimSuffix(h.Origin, "/")
 	appIface, err := ctx.App("authgate")
 	if err != nil {
 		return fmt.Errorf("authgate global options: %w", err)
@@ -93,8 +100,29 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		h.Title = "authgate"
 	}
 	h.pages = &pages.Pages{Cookie: h.cookie, Prefix: h.Prefix, Title: h.Title, Logger: h.logger}
-	h.rest = &restapi.API{Cookie: h.cookie, ResetURL: h.app.ResetURL, Prefix: h.Prefix, Logger: h.logger}
+	if err := h.needOrigin(h.app.ResetURL); err != nil {
+		return err
+	}
+	h.rest = &restapi.API{Cookie: h.cookie, ResetURL: h.app.ResetURL, Origin: h.Origin, Prefix: h.Prefix, Logger: h.logger}
 	return nil
+}
+
+// needOrigin refuses a site that would mail links to a relative reset_url
+// with no configured origin to put before it: the only other host there is
+// the request's, which whoever asks for the mail chooses.
+func (h *Handler) needOrigin(resetURL string) error {
+	if h.AccountAPI == "" || h.Origin != "" {
+		return nil
+	}
+	if resetURL == "" {
+		resetURL = DefaultResetURL
+	}
+	if isPath, err := resetURLIsPath(resetURL); err != nil || !isPath {
+		return nil // an absolute reset_url needs no origin; a bad one is the app's error
+	}
+	return fmt.Errorf("authgate: reset_url: %q is a path, and this site has no host name to put before it "+
+		"(mailed links never take the request's host): give the site a host name or an origin, "+
+		"or make reset_url an absolute URL such as https://app.example.com/auth/reset?token={token}", resetURL)
 }
 
 // Validate checks the handler's paths.
@@ -114,6 +142,13 @@ func (h *Handler) Validate() error {
 	for _, p := range h.Public {
 		if !strings.HasPrefix(p, "/") && p != "*" {
 			return fmt.Errorf("authgate: public: %q must be a path pattern starting with /", p)
+		}
+	}
+	if h.Origin != "" {
+		u, err := url.Parse(h.Origin)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+			(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(u.Host, "{}") {
+			return fmt.Errorf("authgate: origin: %q must be a scheme and host, like https://app.example.com", h.Origin)
 		}
 	}
 	return nil

@@ -33,6 +33,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 type env struct {
 	t        testing.TB
 	base     string // http://127.0.0.1:port
+	host     string // the Host requests carry, when not base's
 	pg       string
 	redisURL string
 	prefix   string
@@ -50,6 +51,13 @@ type options struct {
 	postgres string // default: a fresh database on the shared server
 	redis    string // default: the shared server
 	smtp     string // an SMTP URL instead of the mail_dir mailer
+	caddy    string // extra lines in Caddy's own global options
+	// address is the site address, with %d for the port; default
+	// http://127.0.0.1:%d. The server binds 127.0.0.1 whatever it says.
+	address string
+	// host is the host name requests carry in Host (with the port), for an
+	// address that names one.
+	host string
 	// apps are more Caddy apps (JSON), for what a Caddyfile cannot say. They
 	// go into the first config rather than a reload: on Linux a reload binds
 	// the port twice (SO_REUSEPORT), and a connection the kernel hands to the
@@ -60,6 +68,9 @@ type options struct {
 func newEnv(t testing.TB, opts options) *env {
 	t.Helper()
 	e := &env{t: t, pg: opts.postgres, redisURL: opts.redis, prefix: testenv.Prefix(t), apps: opts.apps}
+	if opts.address == "" {
+		opts.address = "http://127.0.0.1:%d"
+	}
 	if e.pg == "" {
 		e.pg = testenv.PostgresURL(t)
 	}
@@ -84,6 +95,9 @@ func newEnv(t testing.TB, opts options) *env {
 	}
 	port := freePort(t)
 	e.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	if opts.host != "" {
+		e.host = fmt.Sprintf("%s:%d", opts.host, port)
+	}
 	cfg := fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -91,6 +105,7 @@ func newEnv(t testing.TB, opts options) *env {
 		output file %s
 		level DEBUG
 	}
+	%s
 	authgate {
 		postgres %s
 		redis %s
@@ -99,7 +114,7 @@ func newEnv(t testing.TB, opts options) *env {
 		%s
 	}
 }
-http://127.0.0.1:%d {
+%s {
 	bind 127.0.0.1
 	authgate {
 		public /healthz /assets/*
@@ -107,7 +122,7 @@ http://127.0.0.1:%d {
 	}
 	reverse_proxy %s
 }
-`, e.logFile, e.pg, e.redisURL, e.prefix, mailer, opts.global, port, opts.site, ln.Addr())
+`, e.logFile, opts.caddy, e.pg, e.redisURL, e.prefix, mailer, opts.global, fmt.Sprintf(opts.address, port), opts.site, ln.Addr())
 	e.load(cfg)
 
 	e.db, err = sql.Open("postgres", e.pg)
@@ -229,7 +244,14 @@ func (e *env) do(c *http.Client, method, path string, body any, header ...string
 	if _, ok := body.(map[string]any); ok {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if e.host != "" {
+		req.Host = e.host
+	}
 	for i := 0; i+1 < len(header); i += 2 {
+		if strings.EqualFold(header[i], "Host") {
+			req.Host = header[i+1] // Go sends req.Host, not a Host header
+			continue
+		}
 		req.Header.Set(header[i], header[i+1])
 	}
 	if c == nil {

@@ -1,13 +1,18 @@
 package caddymodule
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/caddyserver/caddy/v2"
 
 	"github.com/authgate/authgate/caddymodule/testenv"
 )
@@ -238,4 +243,107 @@ func TestRESTSessionWithoutRedis(t *testing.T) {
 	e.expectREST(r, 503, false, "Service unavailable, try again later")
 	r = e.do(c, "PUT", "/api/user/password", `{"password":"olga-new-password"}`)
 	e.expectREST(r, 503, false, "Service unavailable, try again later")
+}
+
+// recoveryLink asks for yara's recovery mail with extra request headers and
+// returns the mailed link.
+func recoveryLink(t *testing.T, e *env, header ...string) string {
+	t.Helper()
+	r := e.do(nil, "POST", "/api/user/password/yara", `{"uid_type":"username"}`, header...)
+	e.expectREST(r, 200, true, "Password recovery email sent")
+	link, _ := mailedResetToken(t, e.lastMail())
+	return link
+}
+
+// The mailed link's host is the site's configured one, whatever Host (or
+// X-Forwarded-Host) the asker sends: a forged one would hand the victim's
+// token to the forger's server.
+func TestRESTResetLinkFromConfiguredOrigin(t *testing.T) {
+	t.Run("named site", func(t *testing.T) {
+		e := newEnv(t, options{site: "account_api /api/user", address: "http://app.example.test:%d", host: "app.example.test"})
+		e.expectREST(e.do(nil, "PUT", "/api/user/account/yara", `{"password":"yara-password","email":"yara@example.com"}`),
+			201, true, "User registered")
+		want := "http://" + e.host + "/auth/reset?token="
+		for name, header := range map[string][]string{
+			"own host":           nil,
+			"forged port":        {"Host", "app.example.test:4444"},
+			"forged case":        {"Host", "APP.example.test"},
+			"forwarded host":     {"X-Forwarded-Host", "evil.example", "X-Forwarded-Proto", "https"},
+			"forwarded and port": {"Host", "app.example.test:1", "X-Forwarded-Host", "evil.example:443"},
+		} {
+			if link := recoveryLink(t, e, header...); !strings.HasPrefix(link, want) {
+				t.Errorf("%s: mailed link %q, want it to start with %s", name, link, want)
+			}
+		}
+		if n := len(e.rdb.Keys(context.Background(), e.prefix+":reset:*").Val()); n != 5 {
+			t.Errorf("%d reset tokens in redis, want 5", n)
+		}
+	})
+	// A site without a host name may mail links only to an absolute
+	// reset_url, which is used as it is.
+	t.Run("absolute reset_url", func(t *testing.T) {
+		e := newEnv(t, options{site: "account_api /api/user", address: "http://:%d",
+			global: "reset_url https://accounts.example.com/reset?token={token}"})
+		e.expectREST(e.do(nil, "PUT", "/api/user/account/yara", `{"password":"yara-password","email":"yara@example.com"}`),
+			201, true, "User registered")
+		for _, host := range []string{"", "evil.example", "evil.example:8080"} {
+			link := recoveryLink(t, e, "Host", cmp.Or(host, strings.TrimPrefix(e.base, "http://")))
+			if !strings.HasPrefix(link, "https://accounts.example.com/reset?token=") {
+				t.Errorf("Host %q: mailed link %q", host, link)
+			}
+		}
+	})
+}
+
+// make run's Caddyfile.example still adapts, and its REST recovery mails a
+// link to the address it names, http://localhost:8080, also when the request
+// says another port. The server listens on a free port instead of 8080.
+func TestExampleCaddyfileMailsItsOwnOrigin(t *testing.T) {
+	text, err := os.ReadFile("../Caddyfile.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, pg: testenv.PostgresURL(t), redisURL: testenv.RedisURL(t), prefix: testenv.Prefix(t), mailDir: t.TempDir()}
+	t.Setenv("AUTHGATE_POSTGRES", e.pg)
+	t.Setenv("AUTHGATE_REDIS", e.redisURL)
+	t.Setenv("AUTHGATE_MAIL_DIR", e.mailDir)
+	// Its own Redis keys, like every test.
+	withPrefix := strings.Replace(string(text), "redis {env.AUTHGATE_REDIS}", "redis {env.AUTHGATE_REDIS}\n\t\tredis_prefix "+e.prefix, 1)
+	out, err := adapt(t, withPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if origin := adaptedGate(t, out)["origin"]; origin != "http://localhost:8080" {
+		t.Fatalf("origin %v", origin)
+	}
+	var cfg map[string]any
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	port := freePort(t)
+	servers := cfg["apps"].(map[string]any)["http"].(map[string]any)["servers"].(map[string]any)
+	if len(servers) != 1 {
+		t.Fatalf("servers %v", servers)
+	}
+	for _, srv := range servers {
+		srv.(map[string]any)["listen"] = []string{fmt.Sprintf("127.0.0.1:%d", port)}
+	}
+	cfg["admin"] = map[string]any{"disabled": true, "config": map[string]any{"persist": false}}
+	if out, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := caddy.Load(out, true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caddy.Stop() })
+	e.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	e.host = "localhost:8080"
+
+	e.expectREST(e.do(nil, "PUT", "/api/user/account/yara", `{"password":"yara-password","email":"yara@example.com"}`),
+		201, true, "User registered")
+	for _, host := range []string{"localhost:8080", "localhost:9999", "localhost"} {
+		if link := recoveryLink(t, e, "Host", host); !strings.HasPrefix(link, "http://localhost:8080/auth/reset?token=") {
+			t.Errorf("Host %s: mailed link %q", host, link)
+		}
+	}
 }

@@ -48,8 +48,12 @@ type API struct {
 	Service *auth.Service
 	Cookie  web.Cookie
 	// ResetURL is the link template of recovery mails, with {prefix} and
-	// {token}; a relative result is made absolute with the request's host.
+	// {token}; a path is put after Origin.
 	ResetURL string
+	// Origin is the site's configured public origin (scheme://host[:port]).
+	// Mailed links never take their host from the request: Host and
+	// X-Forwarded-Host are whatever the asker wants them to be.
+	Origin string
 	// Prefix is the site's page prefix, for {prefix} in ResetURL.
 	Prefix string
 	Logger *zap.Logger
@@ -269,9 +273,7 @@ func (a *API) recover(w http.ResponseWriter, r *http.Request, id string) {
 		a.fail(w, r, err)
 		return
 	}
-	err = a.Service.MailResetLink(r.Context(), u, web.ClientIP(r), func(token string) string {
-		return a.resetLink(r, token)
-	})
+	err = a.Service.MailResetLink(r.Context(), u, web.ClientIP(r), a.resetLink)
 	switch {
 	case errors.Is(err, auth.ErrNoEmail):
 		reply(w, http.StatusOK, false, "No email address is set for this user")
@@ -295,16 +297,12 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request) {
 	reply(w, http.StatusOK, true, msgLoggedOut)
 }
 
-// resetLink fills in the reset_url template; a relative link is made
-// absolute with the request's own scheme and host.
-func (a *API) resetLink(r *http.Request, token string) string {
+// resetLink fills in the reset_url template; a path is put after the
+// site's configured origin (provisioning makes sure there is one).
+func (a *API) resetLink(token string) string {
 	link := strings.NewReplacer("{prefix}", a.Prefix, "{token}", token).Replace(a.ResetURL)
 	if strings.HasPrefix(link, "/") {
-		scheme := "http"
-		if r.TLS != nil {
-			scheme = "https"
-		}
-		link = scheme + "://" + r.Host + link
+		link = a.Origin + link
 	}
 	return link
 }
