@@ -34,13 +34,14 @@ type Cookie struct {
 	Domain string
 }
 
-// Set sends the session cookie. It is Secure whenever the request came over
-// TLS, so that a login over HTTPS is never replayed over plain HTTP.
+// Set sends the session cookie. It is Secure whenever the client reached
+// the site over HTTPS (Secure), so that a login over HTTPS is never replayed
+// over plain HTTP.
 func (c Cookie) Set(w http.ResponseWriter, r *http.Request, token string, expires time.Time) {
 	http.SetCookie(w, &http.Cookie{
 		Name: c.Name, Value: token, Domain: c.Domain, Path: "/",
 		Expires: expires, MaxAge: int(math.Ceil(time.Until(expires).Seconds())),
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
+		HttpOnly: true, Secure: Secure(r), SameSite: http.SameSiteLaxMode,
 	})
 }
 
@@ -48,8 +49,36 @@ func (c Cookie) Set(w http.ResponseWriter, r *http.Request, token string, expire
 func (c Cookie) Clear(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
 		Name: c.Name, Value: "", Domain: c.Domain, Path: "/", MaxAge: -1,
-		HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode,
+		HttpOnly: true, Secure: Secure(r), SameSite: http.SameSiteLaxMode,
 	})
+}
+
+// Secure tells whether the client reached the site over HTTPS, and so
+// whether a cookie authgate sets must be Secure: the request came over TLS,
+// or from a proxy that Caddy trusts (the server's trusted_proxies) saying
+// X-Forwarded-Proto: https. Every value the header holds must say https:
+// a trusted proxy that appends to a client's own header leaves the client's
+// word in front of its own. Any other peer's X-Forwarded-Proto is the
+// client's say-so and counts for nothing.
+func Secure(r *http.Request) bool {
+	if r.TLS != nil {
+		return true
+	}
+	if trusted, _ := caddyhttp.GetVar(r.Context(), caddyhttp.TrustedProxyVarKey).(bool); !trusted {
+		return false
+	}
+	lines := r.Header.Values("X-Forwarded-Proto")
+	if len(lines) == 0 {
+		return false
+	}
+	for _, line := range lines {
+		for proto := range strings.SplitSeq(line, ",") {
+			if !strings.EqualFold(strings.TrimSpace(proto), "https") {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Token returns the session token a request carries: in an
