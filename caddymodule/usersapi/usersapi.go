@@ -49,16 +49,17 @@ type API struct {
 type endpoint struct {
 	methods string // for the Allow header
 	serve   func(a *API, w http.ResponseWriter, r *http.Request, p web.Params)
+	mails   bool // changes something (sends a mail) also when asked by GET
 }
 
 var endpoints = map[string]endpoint{
-	"login":                       {"POST", (*API).login},
-	"register":                    {"POST", (*API).register},
-	"requestotp":                  {"GET, POST", (*API).requestOTP},
-	"modifypassword":              {"POST", (*API).modifyPassword},
-	"info":                        {"GET", (*API).info},
-	"logout":                      {"POST", (*API).logout},
-	"settings/registrationstatus": {"GET", (*API).registrationStatus},
+	"login":                       {"POST", (*API).login, false},
+	"register":                    {"POST", (*API).register, false},
+	"requestotp":                  {"GET, POST", (*API).requestOTP, true},
+	"modifypassword":              {"POST", (*API).modifyPassword, false},
+	"info":                        {"GET", (*API).info, false},
+	"logout":                      {"POST", (*API).logout, false},
+	"settings/registrationstatus": {"GET", (*API).registrationStatus, false},
 }
 
 // Serve answers the endpoint name (the path after "users/").
@@ -77,7 +78,9 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, name string) {
 		Fail(w, http.StatusMethodNotAllowed, MethodNotAllowed)
 		return
 	}
-	if method != http.MethodGet && !web.SameOrigin(r) {
+	// requestotp mails a code even by GET (the seed's front-end calls it so
+	// from its own pages): an <img> on any site must not mail-bomb a user.
+	if (method != http.MethodGet || ep.mails) && !web.SameOrigin(r) {
 		Fail(w, http.StatusForbidden, CrossSite)
 		return
 	}

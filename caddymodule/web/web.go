@@ -219,10 +219,18 @@ func isJSONType(r *http.Request) bool {
 	return strings.HasPrefix(ct, "application/json") || strings.HasSuffix(strings.SplitN(ct, ";", 2)[0], "+json")
 }
 
-// SameOrigin tells whether a form post comes from this site: its Origin
-// header (or, without one, its Referer) must name the request's own host.
-// Requests with neither come from no browser, and so carry no CSRF risk.
+// SameOrigin tells whether a request that changes something comes from
+// this site. A browser's Sec-Fetch-Site (which no page can forge) must be
+// same-origin or none (typed or bookmarked); same-site is refused too, since
+// a sibling subdomain may be anyone's. Its Origin header (or, without one,
+// its Referer) must name the request's own host. Requests with none of these
+// come from no browser, and so carry no CSRF risk.
 func SameOrigin(r *http.Request) bool {
+	switch r.Header.Get("Sec-Fetch-Site") {
+	case "", "same-origin", "none":
+	default:
+		return false
+	}
 	from := r.Header.Get("Origin")
 	if from == "" {
 		from = r.Header.Get("Referer")
