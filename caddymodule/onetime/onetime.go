@@ -65,11 +65,9 @@ func (s *Store) IssueOTP(ctx context.Context, userhash string) (reqid, code stri
 		return "", "", err
 	}
 	code = fmt.Sprintf("%06d", n.Int64())
-	id := make([]byte, 16)
-	if _, err := rand.Read(id); err != nil {
+	if reqid, err = newReqid(); err != nil {
 		return "", "", err
 	}
-	reqid = hex.EncodeToString(id)
 	key := s.otpKey(userhash)
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, key)
@@ -81,6 +79,28 @@ func (s *Store) IssueOTP(ctx context.Context, userhash string) (reqid, code stri
 		return "", "", fmt.Errorf("storing OTP: %w", store.RedisErr(err))
 	}
 	return reqid, code, nil
+}
+
+func newReqid() (string, error) {
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(id), nil
+}
+
+// Decoy returns what a recovery page shows, in place of an account's
+// userhash and a new OTP's request id, for a name that gets no code (no
+// such account, or no email address), so that the page looks the same
+// either way: a userhash of the same shape, the same for the name at every
+// request as a real one is, and a fresh request id. Nothing is stored; a
+// code sent with them is simply wrong.
+func (s *Store) Decoy(username string) (userhash, reqid string, err error) {
+	m := hmac.New(sha256.New, s.key)
+	// Lower case, as accounts compare names: "Bob" and "bob" are one name.
+	m.Write([]byte("decoy userhash\x00" + strings.ToLower(username)))
+	reqid, err = newReqid()
+	return hex.EncodeToString(m.Sum(nil)[:16]), reqid, err
 }
 
 // guessScript spends one guess before the caller compares, so that

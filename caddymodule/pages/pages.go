@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/password"
 	"github.com/authgate/authgate/caddymodule/web"
 )
 
@@ -164,15 +165,19 @@ func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
 	ip := web.ClientIP(r)
 	switch r.PostFormValue("step") {
 	case "request":
+		// The answer is the same whether the name has an account with an
+		// email address, one without, or none (SPEC: the reset page does
+		// not tell who has an account): the code step, with a decoy in
+		// place of the account's handles. The mail throttle counts alike.
 		v.Username = r.PostFormValue("username")
 		u, reqid, err := p.Service.RequestOTP(r.Context(), v.Username, ip)
+		userhash := u.Userhash
+		if errors.Is(err, auth.ErrUnknownUser) || errors.Is(err, auth.ErrNoEmail) {
+			userhash, reqid, err = p.Service.OneTime.Decoy(v.Username)
+		}
 		if err != nil {
 			var status int
 			switch {
-			case errors.Is(err, auth.ErrUnknownUser):
-				status, v.Error = http.StatusForbidden, "There is no account with that username."
-			case errors.Is(err, auth.ErrNoEmail):
-				status, v.Error = http.StatusConflict, "This account has no email address, so no code can be sent. Ask an administrator."
 			case errors.Is(err, auth.ErrMailFailed):
 				status, v.Error = http.StatusInternalServerError, "The mail could not be sent. Try again later."
 			default:
@@ -181,13 +186,21 @@ func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
 			p.render(w, status, "reset", v)
 			return
 		}
-		v.Step, v.Userhash, v.Reqid = "code", u.Userhash, reqid
-		v.Notice = "We mailed a 6-digit code to the address of your account. It is valid for " + auth.HumanDuration(p.Service.OneTime.TTL()) + "."
+		v.Step, v.Userhash, v.Reqid = "code", userhash, reqid
+		v.Notice = "If that account has an email address, we mailed a 6-digit code to it. It is valid for " +
+			auth.HumanDuration(p.Service.OneTime.TTL()) + "."
 		p.render(w, http.StatusOK, "reset", v)
 	case "code":
 		v.Step, v.Userhash, v.Reqid = "code", r.PostFormValue("userhash"), r.PostFormValue("reqid")
-		_, err := p.Service.ResetWithOTP(r.Context(), v.Userhash, v.Reqid, strings.TrimSpace(r.PostFormValue("otp")),
-			r.PostFormValue("password"), ip)
+		v.Username = r.PostFormValue("username")
+		pw := r.PostFormValue("password")
+		// A weak password is told apart here, before the code step can tell
+		// a decoy (no such account: "wrong code") from an account (the
+		// service checks the password before the code).
+		err := password.CheckStrength(v.Username, pw)
+		if err == nil {
+			_, err = p.Service.ResetWithOTP(r.Context(), v.Userhash, v.Reqid, strings.TrimSpace(r.PostFormValue("otp")), pw, ip)
+		}
 		p.resetDone(w, r, v, err)
 	case "token":
 		_, err := p.Service.ResetWithToken(r.Context(), v.Token, r.PostFormValue("password"), ip)
