@@ -277,7 +277,7 @@ func (s *Service) ResetWithOTP(ctx context.Context, userhash, reqid, code, newPa
 	if err := password.CheckStrength(u.Username, newPassword); err != nil {
 		return accounts.User{}, err
 	}
-	subject := throttle.Subject{Kind: "otp", Username: u.Username, IP: ip}
+	subject := throttle.Subject{Kind: "otp", Username: u.Username, IP: ip, Code: true}
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		return accounts.User{}, err
 	}
@@ -304,7 +304,7 @@ func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip str
 	}
 	// Tokens cannot be guessed, but failures still count per client IP, so
 	// nobody can even try at scale.
-	subject := throttle.Subject{Kind: "reset", IP: ip}
+	subject := throttle.Subject{Kind: "reset", IP: ip, Code: true}
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		return accounts.User{}, err
 	}

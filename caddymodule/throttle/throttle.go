@@ -3,8 +3,10 @@
 // further attempts once a counter is over its limit for the rest of its
 // window.
 //
-// Keys: <prefix>:throttle:<kind>:<subject>, where a username subject is a
-// keyed hash (the raw name never lands in Redis) and an IP is kept as is.
+// Keys: <prefix>:throttle:<kind>:<scope>:<subject>, where scope is user (a
+// keyed hash of the username: the raw name never lands in Redis), ip (the
+// address as is), device (the id of a signed device cookie), or day:user and
+// day:ip (the daily cap on codes).
 package throttle
 
 import (
@@ -27,85 +29,142 @@ type Limit struct {
 	Window time.Duration
 }
 
-// Limiter counts failures per username and per client IP.
+// Limits are a limiter's allowances.
+type Limits struct {
+	// User is per username, shared by every client without a device cookie
+	// for it; each device cookie has an allowance of the same size.
+	User Limit
+	// IP is per client address.
+	IP Limit
+	// Codes caps guesses at codes (OTPs, reset tokens) over a long window,
+	// on top of the others: per user, or per IP for codes of no known user.
+	Codes Limit
+}
+
+// Limiter counts failures per username, per client IP and per device.
 type Limiter struct {
 	rdb    redis.UniversalClient
 	prefix string
 	key    []byte
-	user   Limit
-	ip     Limit
+	limits Limits
 }
 
 // New returns a limiter. key keys the hash of usernames.
-func New(rdb redis.UniversalClient, prefix string, key []byte, perUser, perIP Limit) *Limiter {
-	return &Limiter{rdb: rdb, prefix: prefix, key: key, user: perUser, ip: perIP}
+func New(rdb redis.UniversalClient, prefix string, key []byte, limits Limits) *Limiter {
+	return &Limiter{rdb: rdb, prefix: prefix, key: key, limits: limits}
 }
 
 // Subject names who is attempting: the account name tried and the client.
 type Subject struct {
 	Kind     string // "login", "otp", …: each kind counts on its own
-	Username string
+	Username string // empty: no account is named, nothing counts per user
 	IP       string
+	// Device is the id of a device cookie verified for Username. Its
+	// failures count on the device's own counter instead of the user's and
+	// the IP's, so that guesses from elsewhere cannot lock the device out.
+	Device string
+	// Code marks a guess at a code: it also counts against the daily cap.
+	Code bool
 }
 
-func (l *Limiter) keys(s Subject) (user, ip string) {
+// UserKey is the keyed hash that stands for a username in Redis keys and
+// device cookies.
+func (l *Limiter) UserKey(username string) string {
 	mac := hmac.New(sha256.New, l.key)
-	mac.Write([]byte(strings.ToLower(s.Username)))
-	user = l.prefix + ":throttle:" + s.Kind + ":user:" + hex.EncodeToString(mac.Sum(nil)[:16])
-	ip = l.prefix + ":throttle:" + s.Kind + ":ip:" + s.IP
-	return user, ip
+	mac.Write([]byte(strings.ToLower(username)))
+	return hex.EncodeToString(mac.Sum(nil)[:16])
+}
+
+type counter struct {
+	key   string
+	limit Limit
+}
+
+// counters lists the counters a subject's failures go to; the first is the
+// one a success clears.
+func (l *Limiter) counters(s Subject) []counter {
+	base := l.prefix + ":throttle:" + s.Kind + ":"
+	var out []counter
+	switch {
+	case s.Device != "":
+		out = append(out, counter{base + "device:" + s.Device, l.limits.User})
+	case s.Username != "":
+		out = append(out, counter{base + "user:" + l.UserKey(s.Username), l.limits.User},
+			counter{base + "ip:" + s.IP, l.limits.IP})
+	default:
+		out = append(out, counter{base + "ip:" + s.IP, l.limits.IP})
+	}
+	if s.Code {
+		if s.Username != "" {
+			out = append(out, counter{base + "day:user:" + l.UserKey(s.Username), l.limits.Codes})
+		} else {
+			out = append(out, counter{base + "day:ip:" + s.IP, l.limits.Codes})
+		}
+	}
+	return out
 }
 
 // Check returns how long the subject must wait, or zero when it may try.
 func (l *Limiter) Check(ctx context.Context, s Subject) (time.Duration, error) {
-	userKey, ipKey := l.keys(s)
+	counters := l.counters(s)
 	// One round trip; separate commands rather than MGET, since on Redis
-	// Cluster the two keys live in different slots.
+	// Cluster the keys live in different slots.
 	cmds, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.Get(ctx, userKey)
-		p.PTTL(ctx, userKey)
-		p.Get(ctx, ipKey)
-		p.PTTL(ctx, ipKey)
+		for _, c := range counters {
+			p.Get(ctx, c.key)
+			p.PTTL(ctx, c.key)
+		}
 		return nil
 	})
 	if err != nil && err != redis.Nil {
 		return 0, fmt.Errorf("reading throttle: %w", store.RedisErr(err))
 	}
 	var wait time.Duration
-	for i, lim := range []Limit{l.user, l.ip} {
+	for i, c := range counters {
 		n, _ := cmds[2*i].(*redis.StringCmd).Int()
-		if lim.Max > 0 && n >= lim.Max {
-			wait = max(wait, cmds[2*i+1].(*redis.DurationCmd).Val())
+		if c.limit.Max > 0 && n >= c.limit.Max {
+			// A counter without a TTL (see Fail) still makes its holder wait.
+			wait = max(wait, cmds[2*i+1].(*redis.DurationCmd).Val(), time.Second)
 		}
-	}
-	if wait < 0 { // no TTL: cannot happen with Fail, but never wait forever
-		wait = time.Second
 	}
 	return wait, nil
 }
 
 // Fail counts one failure of the subject.
 func (l *Limiter) Fail(ctx context.Context, s Subject) error {
-	userKey, ipKey := l.keys(s)
-	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		// The first failure opens the window; later ones count within it.
-		p.SetNX(ctx, userKey, 0, l.user.Window)
-		p.Incr(ctx, userKey)
-		p.SetNX(ctx, ipKey, 0, l.ip.Window)
-		p.Incr(ctx, ipKey)
+	counters := l.counters(s)
+	cmds, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range counters {
+			// The first failure opens the window; later ones count within it.
+			p.SetNX(ctx, c.key, 0, c.limit.Window)
+			p.Incr(ctx, c.key)
+			p.PTTL(ctx, c.key)
+		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("counting failure: %w", store.RedisErr(err))
 	}
+	for i, c := range counters {
+		// The window ended between SETNX and INCR, which made a counter
+		// with no TTL: give it its window, or it would count for ever.
+		if cmds[3*i+2].(*redis.DurationCmd).Val() == -1 {
+			if err := l.rdb.PExpire(ctx, c.key, c.limit.Window).Err(); err != nil {
+				return fmt.Errorf("counting failure: %w", store.RedisErr(err))
+			}
+		}
+	}
 	return nil
 }
 
-// Forget clears the subject's username counter, after a success: a user who
-// finally got it right starts afresh, while the client IP's count stands.
+// Forget clears the counter of the user, or of the device, after a success:
+// whoever finally got it right starts afresh, while the client IP's count
+// and the daily cap stand.
 func (l *Limiter) Forget(ctx context.Context, s Subject) error {
-	userKey, _ := l.keys(s)
-	if err := l.rdb.Del(ctx, userKey).Err(); err != nil {
+	if s.Username == "" && s.Device == "" {
+		return nil
+	}
+	if err := l.rdb.Del(ctx, l.counters(s)[0].key).Err(); err != nil {
 		return fmt.Errorf("clearing throttle: %w", store.RedisErr(err))
 	}
 	return nil
