@@ -22,6 +22,7 @@ import (
 
 	"github.com/authgate/authgate/caddymodule/accounts"
 	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/device"
 	"github.com/authgate/authgate/caddymodule/mail"
 	"github.com/authgate/authgate/caddymodule/metrics"
 	"github.com/authgate/authgate/caddymodule/onetime"
@@ -290,6 +291,7 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 			IP:    a.ThrottleIP.limit(),
 			Codes: a.ThrottleCodes.limit(),
 		}),
+		Devices:      device.New(secret),
 		Hasher:       hasher,
 		Mailer:       mailer,
 		MailFrom:     a.MailFrom,

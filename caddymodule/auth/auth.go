@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/caddymodule/accounts"
+	"github.com/authgate/authgate/caddymodule/device"
 	"github.com/authgate/authgate/caddymodule/mail"
 	"github.com/authgate/authgate/caddymodule/metrics"
 	"github.com/authgate/authgate/caddymodule/onetime"
@@ -63,6 +64,8 @@ type Service struct {
 	Sessions *sessions.Store
 	OneTime  *onetime.Store
 	Throttle *throttle.Limiter
+	// Devices signs and checks device cookies; nil honours none.
+	Devices  *device.Signer
 	Hasher   *password.Hasher
 	Mailer   mail.Mailer
 	MailFrom string
@@ -74,9 +77,23 @@ type Service struct {
 	Emit func(name string, data map[string]any)
 }
 
+// Attempt names who tries an account's secret (a password, a code): the
+// username given, the client IP and the device cookie the client sent
+// (empty: none). Failures count per username and IP, or, with a device
+// cookie signed for that very username, on the device's own allowance.
+type Attempt struct {
+	Username string
+	IP       string
+	Device   string
+}
+
+// ReauthWindow is how long after its login a session may change the
+// password without giving the current one.
+const ReauthWindow = 5 * time.Minute
+
 // Login checks the credentials and starts a new session.
-func (s *Service) Login(ctx context.Context, username, pw, ip string) (accounts.User, string, sessions.Session, error) {
-	u, err := s.Verify(ctx, username, pw, ip)
+func (s *Service) Login(ctx context.Context, at Attempt, pw string) (accounts.User, string, sessions.Session, error) {
+	u, err := s.Verify(ctx, at, pw)
 	if err != nil {
 		return accounts.User{}, "", sessions.Session{}, err
 	}
@@ -85,20 +102,21 @@ func (s *Service) Login(ctx context.Context, username, pw, ip string) (accounts.
 		return accounts.User{}, "", sessions.Session{}, err
 	}
 	s.Metrics.Login("success")
-	s.audit("login_succeeded", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("session", sessions.FormatID(sess.ID)))
+	s.audit("login_succeeded", u.Username, at.IP, zap.Int64("user_id", u.ID), zap.String("session", sessions.FormatID(sess.ID)))
 	return u, token, sess, nil
 }
 
 // Verify checks the credentials without starting a session. Unknown users
 // cost the same hashing time as wrong passwords, and both count as failures
-// of the username and the client IP.
-func (s *Service) Verify(ctx context.Context, username, pw, ip string) (accounts.User, error) {
+// of the attempt (see Attempt).
+func (s *Service) Verify(ctx context.Context, at Attempt, pw string) (accounts.User, error) {
+	username := at.Username
 	// Only the size is checked: a name that could never be registered is
 	// simply unknown, and costs as much as any other.
 	if username == "" || len(username) > 4*MaxUsername || pw == "" || len(pw) > maxPasswordBytes {
 		return accounts.User{}, ErrInvalidInput
 	}
-	subject := throttle.Subject{Kind: "login", Username: username, IP: ip}
+	subject := s.subject("login", username, at)
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		s.Metrics.Login(resultOf(err))
 		return accounts.User{}, err
@@ -448,6 +466,32 @@ func (s *Service) Logout(ctx context.Context, token, ip string) error {
 	return nil
 }
 
+// subject is the throttle subject of an attempt of the kind at username's
+// secret: with a device cookie signed for that username, the device's own.
+func (s *Service) subject(kind, username string, at Attempt) throttle.Subject {
+	subject := throttle.Subject{Kind: kind, Username: username, IP: at.IP}
+	if at.Device != "" && s.Devices != nil {
+		subject.Device, _ = s.Devices.Verify(at.Device, s.Throttle.UserKey(username))
+	}
+	return subject
+}
+
+// NewDevice returns a new device cookie value for the account, and when it
+// expires: the client that just logged in keeps its own allowance of
+// failures from now on. Without Devices it returns "".
+func (s *Service) NewDevice(u accounts.User) (string, time.Time) {
+	if s.Devices == nil {
+		return "", time.Time{}
+	}
+	return s.Devices.Issue(s.Throttle.UserKey(u.Username))
+}
+
+// FreshLogin tells whether the session's login is recent enough (under
+// ReauthWindow) to stand in for the current password.
+func (s *Service) FreshLogin(sess sessions.Session) bool {
+	return time.Since(time.Unix(sess.Created, 0)) < ReauthWindow
+}
+
 func (s *Service) checkThrottle(ctx context.Context, subject throttle.Subject) error {
 	wait, err := s.Throttle.Check(ctx, subject)
 	if err != nil {
@@ -457,7 +501,8 @@ func (s *Service) checkThrottle(ctx context.Context, subject throttle.Subject) e
 	if wait > 0 {
 		s.Metrics.Throttled(subject.Kind)
 		s.Logger.Warn("attempt throttled", zap.String("kind", subject.Kind),
-			zap.String("username", subject.Username), zap.String("client_ip", subject.IP), zap.Duration("retry_after", wait))
+			zap.String("username", subject.Username), zap.String("client_ip", subject.IP),
+			zap.Bool("device", subject.Device != ""), zap.Duration("retry_after", wait))
 		return &ThrottledError{RetryAfter: wait}
 	}
 	return nil

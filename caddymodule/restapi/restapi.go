@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -109,14 +108,14 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 			reply(w, http.StatusOK, false, msgBadCredentials)
 			return
 		}
-		u, token, sess, err := a.Service.Login(r.Context(), username, password, web.ClientIP(r))
+		u, token, sess, err := a.Service.Login(r.Context(), a.Cookie.Attempt(r, username), password)
 		switch {
 		case errors.Is(err, auth.ErrInvalidPassword), errors.Is(err, auth.ErrUnknownUser), errors.Is(err, auth.ErrInvalidInput):
 			reply(w, http.StatusOK, false, msgBadCredentials)
 		case err != nil:
 			a.fail(w, r, err)
 		default:
-			a.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+			a.Cookie.LoggedIn(w, r, a.Service, u, token, sess)
 			a.user(w, http.StatusOK, u.ID, u.Username, msgLoginOK)
 		}
 		return
@@ -195,7 +194,7 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, pathID stri
 	switch {
 	case web.HasBasic(r):
 		username, current, _ := web.BasicCredentials(r)
-		if u, err = a.Service.Verify(r.Context(), username, current, ip); err == nil {
+		if u, err = a.Service.Verify(r.Context(), a.Cookie.Attempt(r, username), current); err == nil {
 			if wantID != 0 && u.ID != wantID {
 				err = auth.ErrInvalidCode
 			} else {
@@ -315,7 +314,7 @@ func (a *API) startSession(w http.ResponseWriter, r *http.Request, u accounts.Us
 		a.fail(w, r, err)
 		return false
 	}
-	a.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+	a.Cookie.LoggedIn(w, r, a.Service, u, token, sess)
 	return true
 }
 
