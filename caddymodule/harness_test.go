@@ -55,6 +55,10 @@ type options struct {
 	// the port twice (SO_REUSEPORT), and a connection the kernel hands to the
 	// old server's listener as it closes ends in EOF.
 	apps map[string]any
+
+	// caddyGlobal holds more global options, outside the authgate block
+	// (servers { trusted_proxies … }).
+	caddyGlobal string
 }
 
 func newEnv(t testing.TB, opts options) *env {
@@ -91,6 +95,7 @@ func newEnv(t testing.TB, opts options) *env {
 		output file %s
 		level DEBUG
 	}
+	%s
 	authgate {
 		postgres %s
 		redis %s
@@ -107,7 +112,7 @@ http://127.0.0.1:%d {
 	}
 	reverse_proxy %s
 }
-`, e.logFile, e.pg, e.redisURL, e.prefix, mailer, opts.global, port, opts.site, ln.Addr())
+`, e.logFile, opts.caddyGlobal, e.pg, e.redisURL, e.prefix, mailer, opts.global, port, opts.site, ln.Addr())
 	e.load(cfg)
 
 	e.db, err = sql.Open("postgres", e.pg)
