@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -414,6 +415,44 @@ func TestDailyCapOnResetTokens(t *testing.T) {
 	if e.passwordHash("yves") == hashBefore {
 		t.Fatal("password not changed")
 	}
+	// A success does not use up the cap.
+	e.expectCounter("reset:day:ip:198.51.100.9", 0)
+}
+
+// A burst of concurrent guesses gets no more tries than the allowance: each
+// attempt is counted before its password is checked, not after.
+func TestConcurrentGuessesCountedUpFront(t *testing.T) {
+	e := newEnv(t, options{})
+	e.register("bruno", "bruno-password", "")
+	const burst = 30
+	statuses := make(chan int, burst)
+	var wg sync.WaitGroup
+	for i := range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := fmt.Sprintf(`{"username":"bruno","password":"guess-%d"}`, i)
+			resp, err := http.Post(e.base+"/auth/users/login", "application/json", strings.NewReader(body))
+			if err != nil {
+				statuses <- 0
+				return
+			}
+			resp.Body.Close()
+			statuses <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	count := map[int]int{}
+	for s := range statuses {
+		count[s]++
+	}
+	if count[401] != 10 || count[429] != burst-10 {
+		t.Fatalf("answers %v, want 10 × 401 and %d × 429", count, burst-10)
+	}
+	e.expectCounter("login:user:"+e.userKey("bruno"), 10)
+	e.expectCounter("login:ip:127.0.0.1", 10)
+	e.expect(e.do(nil, "POST", "/auth/users/login", userPass("bruno", "bruno-password")), 429, false, "TOO_MANY_ATTEMPTS")
 }
 
 // sessionKey is the Redis key of the session of token.

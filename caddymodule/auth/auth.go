@@ -146,9 +146,7 @@ func (s *Service) Verify(ctx context.Context, at Attempt, pw string) (accounts.U
 	if rehash {
 		s.upgradeHash(ctx, u, pw)
 	}
-	if err := s.Throttle.Forget(ctx, subject); err != nil {
-		s.Logger.Warn("clearing login throttle", zap.Error(err))
-	}
+	s.forget(ctx, subject)
 	return u, nil
 }
 
@@ -244,9 +242,6 @@ func (s *Service) RequestOTP(ctx context.Context, username, ip string) (accounts
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		return accounts.User{}, "", err
 	}
-	if err := s.Throttle.Fail(ctx, subject); err != nil {
-		return accounts.User{}, "", err
-	}
 	u, err := s.Accounts.ByUsername(ctx, username)
 	if errors.Is(err, accounts.ErrNotFound) {
 		return accounts.User{}, "", ErrUnknownUser
@@ -310,6 +305,7 @@ func (s *Service) ResetWithOTP(ctx context.Context, userhash, reqid, code, newPa
 	if err := s.setPassword(ctx, u, newPassword, ""); err != nil {
 		return accounts.User{}, err
 	}
+	s.forget(ctx, subject)
 	s.audit("password_changed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("by", "otp"))
 	return u, nil
 }
@@ -357,6 +353,7 @@ func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip str
 	if err := s.setPassword(ctx, u, newPassword, ""); err != nil {
 		return accounts.User{}, err
 	}
+	s.forget(ctx, subject)
 	s.audit("password_changed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("by", "reset_token"))
 	return u, nil
 }
@@ -386,9 +383,6 @@ func (s *Service) MailResetLink(ctx context.Context, u accounts.User, ip string,
 	}
 	subject := throttle.Subject{Kind: "mail", Username: u.Username, IP: ip}
 	if err := s.checkThrottle(ctx, subject); err != nil {
-		return err
-	}
-	if err := s.Throttle.Fail(ctx, subject); err != nil {
 		return err
 	}
 	token, err := s.OneTime.IssueResetToken(ctx, u.ID)
@@ -492,8 +486,10 @@ func (s *Service) FreshLogin(sess sessions.Session) bool {
 	return time.Since(time.Unix(sess.Created, 0)) < ReauthWindow
 }
 
+// checkThrottle counts an attempt before it is made, and refuses it when the
+// subject has tried too often. A success takes the count back (Forget).
 func (s *Service) checkThrottle(ctx context.Context, subject throttle.Subject) error {
-	wait, err := s.Throttle.Check(ctx, subject)
+	wait, err := s.Throttle.Attempt(ctx, subject)
 	if err != nil {
 		s.storeError(err)
 		return err
@@ -508,13 +504,17 @@ func (s *Service) checkThrottle(ctx context.Context, subject throttle.Subject) e
 	return nil
 }
 
-// fail counts a failure and returns cause, or the store's error when the
-// failure could not be counted: an uncounted failure must not pass quietly.
-func (s *Service) fail(ctx context.Context, subject throttle.Subject, cause error) error {
-	if err := s.Throttle.Fail(ctx, subject); err != nil {
-		s.storeError(err)
-		return err
+// forget takes back the count of a successful attempt. Failing to costs the
+// subject one attempt of its allowance, no more: the success stands.
+func (s *Service) forget(ctx context.Context, subject throttle.Subject) {
+	if err := s.Throttle.Forget(ctx, subject); err != nil {
+		s.Logger.Warn("clearing throttle", zap.String("kind", subject.Kind), zap.Error(err))
 	}
+}
+
+// fail reports a failed attempt, counted already by checkThrottle, and
+// returns cause.
+func (s *Service) fail(_ context.Context, subject throttle.Subject, cause error) error {
 	if subject.Kind == "login" {
 		reason := "invalid_password"
 		if cause == ErrUnknownUser {

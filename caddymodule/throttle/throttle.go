@@ -104,38 +104,19 @@ func (l *Limiter) counters(s Subject) []counter {
 	return out
 }
 
-// Check returns how long the subject must wait, or zero when it may try.
-func (l *Limiter) Check(ctx context.Context, s Subject) (time.Duration, error) {
+// Attempt counts one attempt of the subject before it is made, and returns
+// how long the subject must wait when that is one too many; a refused
+// attempt is then not counted. Counting first, rather than after a failure,
+// means that a burst of concurrent attempts cannot all slip in under the
+// limit while the first ones are still being checked. A success takes its
+// count back with Forget.
+func (l *Limiter) Attempt(ctx context.Context, s Subject) (time.Duration, error) {
 	counters := l.counters(s)
-	// One round trip; separate commands rather than MGET, since on Redis
-	// Cluster the keys live in different slots.
+	// One round trip; separate commands rather than a script over several
+	// keys, since on Redis Cluster the keys live in different slots.
 	cmds, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, c := range counters {
-			p.Get(ctx, c.key)
-			p.PTTL(ctx, c.key)
-		}
-		return nil
-	})
-	if err != nil && err != redis.Nil {
-		return 0, fmt.Errorf("reading throttle: %w", store.RedisErr(err))
-	}
-	var wait time.Duration
-	for i, c := range counters {
-		n, _ := cmds[2*i].(*redis.StringCmd).Int()
-		if c.limit.Max > 0 && n >= c.limit.Max {
-			// A counter without a TTL (see Fail) still makes its holder wait.
-			wait = max(wait, cmds[2*i+1].(*redis.DurationCmd).Val(), time.Second)
-		}
-	}
-	return wait, nil
-}
-
-// Fail counts one failure of the subject.
-func (l *Limiter) Fail(ctx context.Context, s Subject) error {
-	counters := l.counters(s)
-	cmds, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, c := range counters {
-			// The first failure opens the window; later ones count within it.
+			// The first attempt opens the window; later ones count within it.
 			p.SetNX(ctx, c.key, 0, c.limit.Window)
 			p.Incr(ctx, c.key)
 			p.PTTL(ctx, c.key)
@@ -143,29 +124,67 @@ func (l *Limiter) Fail(ctx context.Context, s Subject) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("counting failure: %w", store.RedisErr(err))
+		return 0, fmt.Errorf("counting attempt: %w", store.RedisErr(err))
 	}
+	var wait time.Duration
 	for i, c := range counters {
-		// The window ended between SETNX and INCR, which made a counter
-		// with no TTL: give it its window, or it would count for ever.
-		if cmds[3*i+2].(*redis.DurationCmd).Val() == -1 {
+		n, ttl := cmds[3*i+1].(*redis.IntCmd).Val(), cmds[3*i+2].(*redis.DurationCmd).Val()
+		if ttl == -1 {
+			// The window ended between SETNX and INCR, which made a
+			// counter with no TTL: give it its window, or it would count
+			// for ever.
 			if err := l.rdb.PExpire(ctx, c.key, c.limit.Window).Err(); err != nil {
-				return fmt.Errorf("counting failure: %w", store.RedisErr(err))
+				return 0, fmt.Errorf("counting attempt: %w", store.RedisErr(err))
 			}
+			ttl = c.limit.Window
+		}
+		if c.limit.Max > 0 && n > int64(c.limit.Max) {
+			wait = max(wait, ttl, time.Second)
 		}
 	}
-	return nil
+	if wait > 0 {
+		if err := l.uncount(ctx, counters); err != nil {
+			return 0, err
+		}
+	}
+	return wait, nil
 }
 
-// Forget clears the counter of the user, or of the device, after a success:
-// whoever finally got it right starts afresh, while the client IP's count
-// and the daily cap stand.
+// Forget takes back the count of a successful attempt: the user's (or the
+// device's) counter starts afresh, as whoever finally got it right should,
+// while the failures counted on the client IP and the daily cap stand.
 func (l *Limiter) Forget(ctx context.Context, s Subject) error {
-	if s.Username == "" && s.Device == "" {
+	counters := l.counters(s)
+	if s.Username != "" || s.Device != "" {
+		if err := l.rdb.Del(ctx, counters[0].key).Err(); err != nil {
+			return fmt.Errorf("clearing throttle: %w", store.RedisErr(err))
+		}
+		counters = counters[1:]
+	}
+	return l.uncount(ctx, counters)
+}
+
+// uncountScript takes one back from a counter that still exists; a counter
+// whose window has ended stays gone.
+var uncountScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('DECR', KEYS[1]) end
+return 0
+`)
+
+func (l *Limiter) uncount(ctx context.Context, counters []counter) error {
+	if len(counters) == 0 {
 		return nil
 	}
-	if err := l.rdb.Del(ctx, l.counters(s)[0].key).Err(); err != nil {
-		return fmt.Errorf("clearing throttle: %w", store.RedisErr(err))
+	// One script per key, each in its own slot; EVAL rather than EVALSHA,
+	// since a pipeline cannot fall back when the script is not loaded.
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, c := range counters {
+			uncountScript.Eval(ctx, p, []string{c.key})
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("taking back an attempt: %w", store.RedisErr(err))
 	}
 	return nil
 }
