@@ -216,6 +216,25 @@ func TestDeviceCookieSparesTheOwner(t *testing.T) {
 	e.expectCounter("login:user:"+uk, 10)
 }
 
+// The device cookie, like the session cookie, stays with the gate.
+func TestDeviceCookieNotPassedUpstream(t *testing.T) {
+	e := newEnv(t, options{})
+	e.register("gus", "gus-password", "")
+	c := e.client()
+	e.login(c, "gus", "gus-password")
+	device := e.jarCookie(c, deviceCookie)
+	r := e.do(c, "GET", "/app", nil, "Cookie", "theme=dark")
+	cookie, _ := r.json["cookie"].(string)
+	if r.status != 200 || r.json["user"] != "gus" || strings.Contains(cookie, device) || strings.Contains(cookie, deviceCookie) ||
+		!strings.Contains(cookie, "theme=dark") {
+		t.Fatalf("upstream saw %d %s", r.status, r.body)
+	}
+	r = e.do(nil, "GET", "/app", nil, "Authorization", "Bearer "+e.jarCookie(c, "authgate_session"), "Cookie", deviceCookie+"="+device)
+	if cookie, _ := r.json["cookie"].(string); r.status != 200 || cookie != "" {
+		t.Fatalf("upstream saw %d %s", r.status, r.body)
+	}
+}
+
 // A device that guesses wrong itself is stopped on its own allowance, and
 // spends neither the user's nor its address's.
 func TestDeviceGuessingIsStopped(t *testing.T) {
