@@ -1,7 +1,8 @@
-// Package throttle counts failed attempts (logins, OTP guesses) in Redis, so
-// that every instance sharing the Redis sees the same counts, and refuses
-// further attempts once a counter is over its limit for the rest of its
-// window.
+// Package throttle counts attempts (logins, OTP guesses) in Redis, so that
+// every instance sharing the Redis sees the same counts, and refuses further
+// attempts once a counter is at its limit for the rest of its window. Each
+// attempt is counted before it is made and a success takes its count back,
+// so the counters hold failures.
 //
 // Keys: <prefix>:throttle:<kind>:<scope>:<subject>, where scope is user (a
 // keyed hash of the username: the raw name never lands in Redis), ip (the
