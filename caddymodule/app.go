@@ -22,6 +22,7 @@ import (
 
 	"github.com/authgate/authgate/caddymodule/accounts"
 	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/device"
 	"github.com/authgate/authgate/caddymodule/mail"
 	"github.com/authgate/authgate/caddymodule/metrics"
 	"github.com/authgate/authgate/caddymodule/onetime"
@@ -107,6 +108,9 @@ type App struct {
 	ThrottleUser *Limit `json:"throttle_user,omitempty"`
 	// Failed attempts allowed per client IP. Default: 100 in 15m.
 	ThrottleIP *Limit `json:"throttle_ip,omitempty"`
+	// Wrong codes allowed per user (OTPs) or per client IP (reset tokens),
+	// on top of the limits above. Default: 20 in 24h.
+	ThrottleCodes *Limit `json:"throttle_codes,omitempty"`
 
 	stores    stores
 	runtime   atomic.Pointer[auth.Service]
@@ -140,6 +144,10 @@ type Argon2 struct {
 type Limit struct {
 	Max    int            `json:"max"`
 	Window caddy.Duration `json:"window"`
+}
+
+func (l *Limit) limit() throttle.Limit {
+	return throttle.Limit{Max: l.Max, Window: time.Duration(l.Window)}
 }
 
 type stores struct {
@@ -280,9 +288,12 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 		Accounts: a.stores.accounts,
 		Sessions: a.stores.sessions,
 		OneTime:  onetime.New(rdb, a.RedisPrefix, secret, time.Duration(a.OTPTTL)),
-		Throttle: throttle.New(rdb, a.RedisPrefix, secret,
-			throttle.Limit{Max: a.ThrottleUser.Max, Window: time.Duration(a.ThrottleUser.Window)},
-			throttle.Limit{Max: a.ThrottleIP.Max, Window: time.Duration(a.ThrottleIP.Window)}),
+		Throttle: throttle.New(rdb, a.RedisPrefix, secret, throttle.Limits{
+			User:  a.ThrottleUser.limit(),
+			IP:    a.ThrottleIP.limit(),
+			Codes: a.ThrottleCodes.limit(),
+		}),
+		Devices:      device.New(secret),
 		Hasher:       hasher,
 		Mailer:       mailer,
 		MailFrom:     a.MailFrom,
@@ -417,6 +428,9 @@ func (a *App) setDefaults() {
 	if a.ThrottleIP == nil {
 		a.ThrottleIP = &Limit{Max: 100, Window: caddy.Duration(15 * time.Minute)}
 	}
+	if a.ThrottleCodes == nil {
+		a.ThrottleCodes = &Limit{Max: 20, Window: caddy.Duration(24 * time.Hour)}
+	}
 }
 
 func setDefault(s *string, v string) {
@@ -534,7 +548,7 @@ func (a *App) check() error {
 	if a.HashConcurrency < 0 {
 		return fail("hash_concurrency", "%d: must not be negative", a.HashConcurrency)
 	}
-	for name, l := range map[string]*Limit{"throttle_user": a.ThrottleUser, "throttle_ip": a.ThrottleIP} {
+	for name, l := range map[string]*Limit{"throttle_user": a.ThrottleUser, "throttle_ip": a.ThrottleIP, "throttle_codes": a.ThrottleCodes} {
 		if l.Max < 1 || l.Window < caddy.Duration(time.Second) {
 			return fail(name, "needs at least 1 attempt and a window of at least 1s")
 		}

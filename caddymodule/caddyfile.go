@@ -50,6 +50,7 @@ func init() {
 //		hash_concurrency <n>
 //		throttle_user  <max> <window>
 //		throttle_ip    <max> <window>
+//		throttle_codes <max> <window>
 //	}
 //
 // The settings are checked here as well as at provisioning, so that
@@ -211,6 +212,8 @@ func (a *App) setDirective(d *caddyfile.Dispenser, directive string, args []stri
 		return limit(&a.ThrottleUser)
 	case "throttle_ip":
 		return limit(&a.ThrottleIP)
+	case "throttle_codes":
+		return limit(&a.ThrottleCodes)
 	default:
 		return d.Errf("authgate: unknown directive %q", directive)
 	}

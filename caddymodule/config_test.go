@@ -140,6 +140,8 @@ func TestCaddyfileErrorsNameTheDirective(t *testing.T) {
 		{global: base + "smtp ftp://mail.example.com", directive: "smtp"},
 		{global: base + "argon2 1024 1 1", directive: "argon2"},
 		{global: base + "throttle_user 0 1m", directive: "throttle_user"},
+		{global: base + "throttle_codes 20 0s", directive: "throttle_codes"},
+		{global: base + "throttle_codes 20", directive: "throttle_codes"},
 		{global: base + "colour blue", directive: "colour"},
 		{global: base + "schema Bad-Name", directive: "schema"},
 		{global: base, site: "prefix auth", directive: "prefix"},

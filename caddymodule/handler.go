@@ -239,6 +239,8 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	} else {
 		stripCookie(r, h.cookie.Name)
 	}
+	// So is the device cookie: in other hands it is an allowance of guesses.
+	stripCookie(r, h.cookie.Device().Name)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", sess.Username)
 	repl.Set("http.auth.user.user_id", userID)

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/caddymodule/accounts"
+	"github.com/authgate/authgate/caddymodule/device"
 	"github.com/authgate/authgate/caddymodule/mail"
 	"github.com/authgate/authgate/caddymodule/metrics"
 	"github.com/authgate/authgate/caddymodule/onetime"
@@ -63,6 +64,8 @@ type Service struct {
 	Sessions *sessions.Store
 	OneTime  *onetime.Store
 	Throttle *throttle.Limiter
+	// Devices signs and checks device cookies; nil honours none.
+	Devices  *device.Signer
 	Hasher   *password.Hasher
 	Mailer   mail.Mailer
 	MailFrom string
@@ -74,9 +77,23 @@ type Service struct {
 	Emit func(name string, data map[string]any)
 }
 
+// Attempt names who tries an account's secret (a password, a code): the
+// username given, the client IP and the device cookie the client sent
+// (empty: none). Failures count per username and IP, or, with a device
+// cookie signed for that very username, on the device's own allowance.
+type Attempt struct {
+	Username string
+	IP       string
+	Device   string
+}
+
+// ReauthWindow is how long after its login a session may change the
+// password without giving the current one.
+const ReauthWindow = 5 * time.Minute
+
 // Login checks the credentials and starts a new session.
-func (s *Service) Login(ctx context.Context, username, pw, ip string) (accounts.User, string, sessions.Session, error) {
-	u, err := s.Verify(ctx, username, pw, ip)
+func (s *Service) Login(ctx context.Context, at Attempt, pw string) (accounts.User, string, sessions.Session, error) {
+	u, err := s.Verify(ctx, at, pw)
 	if err != nil {
 		return accounts.User{}, "", sessions.Session{}, err
 	}
@@ -85,20 +102,21 @@ func (s *Service) Login(ctx context.Context, username, pw, ip string) (accounts.
 		return accounts.User{}, "", sessions.Session{}, err
 	}
 	s.Metrics.Login("success")
-	s.audit("login_succeeded", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("session", sessions.FormatID(sess.ID)))
+	s.audit("login_succeeded", u.Username, at.IP, zap.Int64("user_id", u.ID), zap.String("session", sessions.FormatID(sess.ID)))
 	return u, token, sess, nil
 }
 
 // Verify checks the credentials without starting a session. Unknown users
 // cost the same hashing time as wrong passwords, and both count as failures
-// of the username and the client IP.
-func (s *Service) Verify(ctx context.Context, username, pw, ip string) (accounts.User, error) {
+// of the attempt (see Attempt).
+func (s *Service) Verify(ctx context.Context, at Attempt, pw string) (accounts.User, error) {
+	username := at.Username
 	// Only the size is checked: a name that could never be registered is
 	// simply unknown, and costs as much as any other.
 	if username == "" || len(username) > 4*MaxUsername || pw == "" || len(pw) > maxPasswordBytes {
 		return accounts.User{}, ErrInvalidInput
 	}
-	subject := throttle.Subject{Kind: "login", Username: username, IP: ip}
+	subject := s.subject("login", username, at)
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		s.Metrics.Login(resultOf(err))
 		return accounts.User{}, err
@@ -128,9 +146,7 @@ func (s *Service) Verify(ctx context.Context, username, pw, ip string) (accounts
 	if rehash {
 		s.upgradeHash(ctx, u, pw)
 	}
-	if err := s.Throttle.Forget(ctx, subject); err != nil {
-		s.Logger.Warn("clearing login throttle", zap.Error(err))
-	}
+	s.forget(ctx, subject)
 	return u, nil
 }
 
@@ -226,9 +242,6 @@ func (s *Service) RequestOTP(ctx context.Context, username, ip string) (accounts
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		return accounts.User{}, "", err
 	}
-	if err := s.Throttle.Fail(ctx, subject); err != nil {
-		return accounts.User{}, "", err
-	}
 	u, err := s.Accounts.ByUsername(ctx, username)
 	if errors.Is(err, accounts.ErrNotFound) {
 		return accounts.User{}, "", ErrUnknownUser
@@ -277,7 +290,7 @@ func (s *Service) ResetWithOTP(ctx context.Context, userhash, reqid, code, newPa
 	if err := password.CheckStrength(u.Username, newPassword); err != nil {
 		return accounts.User{}, err
 	}
-	subject := throttle.Subject{Kind: "otp", Username: u.Username, IP: ip}
+	subject := throttle.Subject{Kind: "otp", Username: u.Username, IP: ip, Code: true}
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		return accounts.User{}, err
 	}
@@ -292,6 +305,7 @@ func (s *Service) ResetWithOTP(ctx context.Context, userhash, reqid, code, newPa
 	if err := s.setPassword(ctx, u, newPassword, ""); err != nil {
 		return accounts.User{}, err
 	}
+	s.forget(ctx, subject)
 	s.audit("password_changed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("by", "otp"))
 	return u, nil
 }
@@ -304,7 +318,7 @@ func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip str
 	}
 	// Tokens cannot be guessed, but failures still count per client IP, so
 	// nobody can even try at scale.
-	subject := throttle.Subject{Kind: "reset", IP: ip}
+	subject := throttle.Subject{Kind: "reset", IP: ip, Code: true}
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		return accounts.User{}, err
 	}
@@ -339,6 +353,7 @@ func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip str
 	if err := s.setPassword(ctx, u, newPassword, ""); err != nil {
 		return accounts.User{}, err
 	}
+	s.forget(ctx, subject)
 	s.audit("password_changed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("by", "reset_token"))
 	return u, nil
 }
@@ -368,9 +383,6 @@ func (s *Service) MailResetLink(ctx context.Context, u accounts.User, ip string,
 	}
 	subject := throttle.Subject{Kind: "mail", Username: u.Username, IP: ip}
 	if err := s.checkThrottle(ctx, subject); err != nil {
-		return err
-	}
-	if err := s.Throttle.Fail(ctx, subject); err != nil {
 		return err
 	}
 	token, err := s.OneTime.IssueResetToken(ctx, u.ID)
@@ -448,8 +460,36 @@ func (s *Service) Logout(ctx context.Context, token, ip string) error {
 	return nil
 }
 
+// subject is the throttle subject of an attempt of the kind at username's
+// secret: with a device cookie signed for that username, the device's own.
+func (s *Service) subject(kind, username string, at Attempt) throttle.Subject {
+	subject := throttle.Subject{Kind: kind, Username: username, IP: at.IP}
+	if at.Device != "" && s.Devices != nil {
+		subject.Device, _ = s.Devices.Verify(at.Device, s.Throttle.UserKey(username))
+	}
+	return subject
+}
+
+// NewDevice returns a new device cookie value for the account, and when it
+// expires: the client that just logged in keeps its own allowance of
+// failures from now on. Without Devices it returns "".
+func (s *Service) NewDevice(u accounts.User) (string, time.Time) {
+	if s.Devices == nil {
+		return "", time.Time{}
+	}
+	return s.Devices.Issue(s.Throttle.UserKey(u.Username))
+}
+
+// FreshLogin tells whether the session's login is recent enough (under
+// ReauthWindow) to stand in for the current password.
+func (s *Service) FreshLogin(sess sessions.Session) bool {
+	return time.Since(time.Unix(sess.Created, 0)) < ReauthWindow
+}
+
+// checkThrottle counts an attempt before it is made, and refuses it when the
+// subject has tried too often. A success takes the count back (Forget).
 func (s *Service) checkThrottle(ctx context.Context, subject throttle.Subject) error {
-	wait, err := s.Throttle.Check(ctx, subject)
+	wait, err := s.Throttle.Attempt(ctx, subject)
 	if err != nil {
 		s.storeError(err)
 		return err
@@ -457,19 +497,24 @@ func (s *Service) checkThrottle(ctx context.Context, subject throttle.Subject) e
 	if wait > 0 {
 		s.Metrics.Throttled(subject.Kind)
 		s.Logger.Warn("attempt throttled", zap.String("kind", subject.Kind),
-			zap.String("username", subject.Username), zap.String("client_ip", subject.IP), zap.Duration("retry_after", wait))
+			zap.String("username", subject.Username), zap.String("client_ip", subject.IP),
+			zap.Bool("device", subject.Device != ""), zap.Duration("retry_after", wait))
 		return &ThrottledError{RetryAfter: wait}
 	}
 	return nil
 }
 
-// fail counts a failure and returns cause, or the store's error when the
-// failure could not be counted: an uncounted failure must not pass quietly.
-func (s *Service) fail(ctx context.Context, subject throttle.Subject, cause error) error {
-	if err := s.Throttle.Fail(ctx, subject); err != nil {
-		s.storeError(err)
-		return err
+// forget takes back the count of a successful attempt. Failing to costs the
+// subject one attempt of its allowance, no more: the success stands.
+func (s *Service) forget(ctx context.Context, subject throttle.Subject) {
+	if err := s.Throttle.Forget(ctx, subject); err != nil {
+		s.Logger.Warn("clearing throttle", zap.String("kind", subject.Kind), zap.Error(err))
 	}
+}
+
+// fail reports a failed attempt, counted already by checkThrottle, and
+// returns cause.
+func (s *Service) fail(_ context.Context, subject throttle.Subject, cause error) error {
 	if subject.Kind == "login" {
 		reason := "invalid_password"
 		if cause == ErrUnknownUser {

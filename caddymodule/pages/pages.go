@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -101,7 +100,7 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 		p.render(w, http.StatusBadRequest, "login", v)
 		return
 	}
-	_, token, sess, err := p.Service.Login(r.Context(), username, password, web.ClientIP(r))
+	u, token, sess, err := p.Service.Login(r.Context(), p.Cookie.Attempt(r, username), password)
 	if err != nil {
 		status := http.StatusUnauthorized
 		v.Error = "Wrong username or password."
@@ -111,7 +110,7 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 		p.render(w, status, "login", v)
 		return
 	}
-	p.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+	p.Cookie.LoggedIn(w, r, p.Service, u, token, sess)
 	http.Redirect(w, r, v.Redirect, http.StatusSeeOther)
 }
 
@@ -147,7 +146,7 @@ func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, p.Prefix+"/login?redirect="+url.QueryEscape(v.Redirect), http.StatusSeeOther)
 		return
 	}
-	p.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+	p.Cookie.LoggedIn(w, r, p.Service, u, token, sess)
 	http.Redirect(w, r, v.Redirect, http.StatusSeeOther)
 }
 

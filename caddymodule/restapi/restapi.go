@@ -16,7 +16,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -113,14 +112,14 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 			reply(w, http.StatusOK, false, msgBadCredentials)
 			return
 		}
-		u, token, sess, err := a.Service.Login(r.Context(), username, password, web.ClientIP(r))
+		u, token, sess, err := a.Service.Login(r.Context(), a.Cookie.Attempt(r, username), password)
 		switch {
 		case errors.Is(err, auth.ErrInvalidPassword), errors.Is(err, auth.ErrUnknownUser), errors.Is(err, auth.ErrInvalidInput):
 			reply(w, http.StatusOK, false, msgBadCredentials)
 		case err != nil:
 			a.fail(w, r, err)
 		default:
-			a.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+			a.Cookie.LoggedIn(w, r, a.Service, u, token, sess)
 			a.user(w, http.StatusOK, u.ID, u.Username, msgLoginOK)
 		}
 		return
@@ -170,9 +169,14 @@ func (a *API) register(w http.ResponseWriter, r *http.Request, username string) 
 	a.user(w, http.StatusCreated, u.ID, u.Username, msgRegistered)
 }
 
+// errStaleSession refuses a password change by a session alone once its
+// login is no longer fresh.
+var errStaleSession = errors.New("session needs the current password")
+
 // changePassword is "PUT password[/{user_id}]": authorised by Basic
 // credentials, by a reset token alone, or by the session (whose own id the
-// path must name, if it names one).
+// path must name, if it names one) together with current_password, or by a
+// session whose login is fresh (auth.ReauthWindow).
 func (a *API) changePassword(w http.ResponseWriter, r *http.Request, pathID string) {
 	p, ok := a.params(w, r)
 	if !ok {
@@ -199,7 +203,7 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, pathID stri
 	switch {
 	case web.HasBasic(r):
 		username, current, _ := web.BasicCredentials(r)
-		if u, err = a.Service.Verify(r.Context(), username, current, ip); err == nil {
+		if u, err = a.Service.Verify(r.Context(), a.Cookie.Attempt(r, username), current); err == nil {
 			if wantID != 0 && u.ID != wantID {
 				err = auth.ErrInvalidCode
 			} else {
@@ -217,7 +221,19 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, pathID stri
 			reply(w, http.StatusOK, false, msgUnauthorized)
 			return
 		}
-		if u, err = a.Service.Account(r.Context(), sess); err == nil {
+		// A stolen session alone must not take the account over.
+		switch current := p.String("current_password"); {
+		case current != "":
+			u, err = a.Service.Verify(r.Context(), a.Cookie.Attempt(r, sess.Username), current)
+			if err == nil && u.ID != sess.UserID {
+				err = errStaleSession
+			}
+		case a.Service.FreshLogin(sess):
+			u, err = a.Service.Account(r.Context(), sess)
+		default:
+			err = errStaleSession
+		}
+		if err == nil {
 			keep = sess.ID
 			err = a.Service.ChangePassword(r.Context(), u, password, keep, ip)
 		}
@@ -225,7 +241,7 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, pathID stri
 	switch {
 	case errors.Is(err, auth.ErrInvalidCode), errors.Is(err, auth.ErrInvalidPassword),
 		errors.Is(err, auth.ErrUnknownUser), errors.Is(err, auth.ErrInvalidInput),
-		errors.Is(err, accounts.ErrNotFound):
+		errors.Is(err, accounts.ErrNotFound), errors.Is(err, errStaleSession):
 		reply(w, http.StatusOK, false, msgUnauthorized)
 		return
 	case errors.Is(err, auth.ErrTooWeak):
@@ -313,7 +329,7 @@ func (a *API) startSession(w http.ResponseWriter, r *http.Request, u accounts.Us
 		a.fail(w, r, err)
 		return false
 	}
-	a.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+	a.Cookie.LoggedIn(w, r, a.Service, u, token, sess)
 	return true
 }
 

@@ -99,7 +99,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request, p web.Params) {
 		Fail(w, http.StatusBadRequest, InvalidInput)
 		return
 	}
-	u, token, sess, err := a.Service.Login(r.Context(), username, pw, web.ClientIP(r))
+	u, token, sess, err := a.Service.Login(r.Context(), a.Cookie.Attempt(r, username), pw)
 	switch {
 	case errors.Is(err, auth.ErrInvalidPassword):
 		Fail(w, http.StatusUnauthorized, "INVALID_PASSWORD")
@@ -108,7 +108,7 @@ func (a *API) login(w http.ResponseWriter, r *http.Request, p web.Params) {
 	case err != nil:
 		a.fail(w, r, err)
 	default:
-		a.Cookie.Set(w, r, token, time.Unix(sess.Expires, 0))
+		a.Cookie.LoggedIn(w, r, a.Service, u, token, sess)
 		Succeed(w, map[string]any{"userhash": u.Userhash, "ssid": token})
 	}
 }

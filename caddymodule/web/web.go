@@ -18,7 +18,9 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 
+	"github.com/authgate/authgate/caddymodule/accounts"
 	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/store"
 )
 
@@ -79,6 +81,31 @@ func Secure(r *http.Request) bool {
 		}
 	}
 	return true
+}
+
+// Device is the device cookie that goes with the session cookie: named after
+// it, with the same scope and flags.
+func (c Cookie) Device() Cookie {
+	return Cookie{Name: c.Name + "_device", Domain: c.Domain}
+}
+
+// LoggedIn sends the cookie of a session just started for u, and a new
+// device cookie for u: one per browser, naming the account last logged in.
+func (c Cookie) LoggedIn(w http.ResponseWriter, r *http.Request, svc *auth.Service, u accounts.User, token string, sess sessions.Session) {
+	c.Set(w, r, token, time.Unix(sess.Expires, 0))
+	if value, expires := svc.NewDevice(u); value != "" {
+		c.Device().Set(w, r, value, expires)
+	}
+}
+
+// Attempt describes this request's attempt at username's secret: the
+// client IP and the device cookie, if any.
+func (c Cookie) Attempt(r *http.Request, username string) auth.Attempt {
+	at := auth.Attempt{Username: username, IP: ClientIP(r)}
+	if ck, err := r.Cookie(c.Device().Name); err == nil {
+		at.Device = ck.Value
+	}
+	return at
 }
 
 // Token returns the session token a request carries: in an
