@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/gatepath"
 	"github.com/authgate/authgate/caddymodule/pages"
 	"github.com/authgate/authgate/caddymodule/restapi"
 	"github.com/authgate/authgate/caddymodule/sessions"
@@ -43,14 +44,16 @@ type Handler struct {
 	Prefix string `json:"prefix,omitempty"`
 	// Path prefix of the REST account dialect; empty (default) turns it off.
 	AccountAPI string `json:"account_api,omitempty"`
-	// Path patterns that need no session, as Caddy's path matcher reads them
-	// (/healthz, /assets/*).
+	// Path patterns that need no session, in the syntax of Caddy's path
+	// matcher (/healthz, /assets/*, *.css) but matched case-sensitively, and
+	// only against canonical paths, both as forwarded and decoded (see
+	// gatepath).
 	Public []string `json:"public,omitempty"`
 	// Product name shown on the login pages. Default: authgate.
 	Title string `json:"title,omitempty"`
 
 	app    *App
-	public caddyhttp.MatchPath
+	public *gatepath.Patterns
 	users  *usersapi.API
 	pages  *pages.Pages
 	rest   *restapi.API
@@ -83,9 +86,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("authgate global options: %w", err)
 	}
 	h.app = appIface.(*App)
-	h.public = caddyhttp.MatchPath(h.Public)
-	if err := h.public.Provision(ctx); err != nil {
-		return fmt.Errorf("public: %w", err)
+	if h.public, err = publicPatterns(h.Public); err != nil {
+		return err
 	}
 	h.cookie = web.Cookie{Name: h.app.CookieName, Domain: h.app.CookieDomain}
 	h.users = &usersapi.API{Cookie: h.cookie, Logger: h.logger}
@@ -104,22 +106,40 @@ func (h *Handler) Validate() error {
 		prefix = DefaultPrefix
 	}
 	for directive, p := range map[string]string{"prefix": prefix, "account_api": h.AccountAPI} {
-		if p != "" && (!strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*{} ") || p == "/") {
+		// Compared with the path as forwarded, so spelled as it is: no
+		// escapes, and canonical like every path the gate serves itself.
+		if p != "" && (!gatepath.Canonical(p) || strings.ContainsAny(p, "%*{}") || p == "/") {
 			return fmt.Errorf("authgate: %s: %q must be a path like /auth", directive, p)
 		}
 	}
 	if h.AccountAPI != "" && (under(h.AccountAPI, prefix) || under(prefix, h.AccountAPI)) {
 		return fmt.Errorf("authgate: account_api: %q overlaps prefix %q", h.AccountAPI, prefix)
 	}
-	for _, p := range h.Public {
-		if !strings.HasPrefix(p, "/") && p != "*" {
-			return fmt.Errorf("authgate: public: %q must be a path pattern starting with /", p)
-		}
+	_, err := publicPatterns(h.Public)
+	return err
+}
+
+// publicPatterns compiles the public patterns, with {env.*} resolved.
+func publicPatterns(list []string) (*gatepath.Patterns, error) {
+	repl := caddy.NewReplacer()
+	resolved := make([]string, len(list))
+	for i, p := range list {
+		resolved[i] = repl.ReplaceKnown(p, "")
 	}
-	return nil
+	p, err := gatepath.Compile(resolved)
+	if err != nil {
+		return nil, fmt.Errorf("authgate: public: %w", err)
+	}
+	return p, nil
 }
 
 // ServeHTTP routes a request to the account endpoints, or through the gate.
+//
+// Every decision is taken on r.URL.EscapedPath(), the path exactly as
+// reverse_proxy will forward it, and only a canonical one (see gatepath) is
+// served as an account endpoint or let through as public: any other
+// spelling goes through the gate, so that no upstream can read a path
+// differently from the gate without a session.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	hdr := r.Header
 	hdr.Del(HeaderUser)
@@ -127,9 +147,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	hdr.Del(HeaderUserID)
 
 	svc := h.app.service(r.Context())
-	path := r.URL.Path
+	// r.URL.Path is raw decoded: a canonical raw path keeps its segments
+	// when decoded, and the mounts have no escapes, so both agree on them.
+	raw, path := r.URL.EscapedPath(), r.URL.Path
+	canonical := gatepath.Canonical(raw)
 	switch {
-	case under(path, h.Prefix):
+	case canonical && under(raw, h.Prefix):
 		if svc == nil {
 			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
 		}
@@ -145,7 +168,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			usersapi.Fail(w, http.StatusNotFound, usersapi.NotFound)
 		}
 		return nil
-	case h.AccountAPI != "" && under(path, h.AccountAPI):
+	case canonical && h.AccountAPI != "" && under(raw, h.AccountAPI):
 		if svc == nil {
 			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
 		}
@@ -155,13 +178,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 
-	if len(h.public) > 0 {
-		if ok, err := h.public.MatchWithError(r); err != nil {
-			return caddyhttp.Error(http.StatusInternalServerError, err)
-		} else if ok {
-			h.app.metrics.Gate("public")
-			return next.ServeHTTP(w, r)
-		}
+	if h.public.Match(raw) {
+		h.app.metrics.Gate("public")
+		return next.ServeHTTP(w, r)
 	}
 	return h.gate(w, r, next, svc)
 }

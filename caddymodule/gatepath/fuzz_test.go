@@ -19,7 +19,7 @@ func FuzzPublic(f *testing.F) {
 	}
 	models := gatepathtest.Models()
 	f.Fuzz(func(t *testing.T, target string) {
-		u, ok := forwarded(target)
+		u, ok := gatepathtest.Forwarded(target)
 		if !ok || !p.Match(u.EscapedPath()) {
 			return
 		}

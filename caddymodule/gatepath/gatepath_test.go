@@ -1,7 +1,6 @@
 package gatepath_test
 
 import (
-	"net/url"
 	"strings"
 	"testing"
 
@@ -158,17 +157,6 @@ func TestCompileRefuses(t *testing.T) {
 	}
 }
 
-// forwarded is the URL a Go server (Caddy) makes of a request-target:
-// reverse_proxy forwards its EscapedPath and query; ok is false for a
-// target Go refuses with 400.
-func forwarded(target string) (u *url.URL, ok bool) {
-	if strings.ContainsAny(target, " ") {
-		return nil, false
-	}
-	u, err := url.ParseRequestURI(target)
-	return u, err == nil
-}
-
 // Every hostile path is judged as the list says, and every one judged
 // public is public to every model.
 func TestHostile(t *testing.T) {
@@ -181,7 +169,7 @@ func TestHostile(t *testing.T) {
 	}
 	for _, tc := range gatepathtest.Hostile {
 		t.Run(tc.Target, func(t *testing.T) {
-			u, ok := forwarded(tc.Target)
+			u, ok := gatepathtest.Forwarded(tc.Target)
 			if got := ok && p.Match(u.EscapedPath()); got != tc.Public {
 				t.Fatalf("%q: public %v, want %v", tc.Target, got, tc.Public)
 			}

@@ -1,5 +1,22 @@
 package gatepathtest
 
+import (
+	"net/url"
+	"strings"
+)
+
+// Forwarded is the URL a Go server such as Caddy makes of a request-target;
+// reverse_proxy forwards its RequestURI(), the escaped path and the query,
+// which is the target itself unless Go had to escape bytes of it (a raw \,
+// #, or non-ASCII byte). ok is false for a target Go refuses with 400.
+func Forwarded(target string) (u *url.URL, ok bool) {
+	if strings.ContainsAny(target, " ") { // splits the request line
+		return nil, false
+	}
+	u, err := url.ParseRequestURI(target)
+	return u, err == nil
+}
+
 // Case is a request-target and whether the gate, with PublicPatterns, must
 // let it through without a session.
 type Case struct {
