@@ -33,6 +33,12 @@ const (
 	HeaderUserID = "Remote-User-Id"
 )
 
+// IdentityHeaders are every header the gate vouches for. A client's header
+// or trailer is removed when its name reads as one of these to some
+// upstream: in any case, and with "_" for "-" (CGI, PHP, WSGI and FastCGI
+// file Remote_User and Remote-User alike under HTTP_REMOTE_USER).
+var IdentityHeaders = []string{HeaderUser, HeaderEmail, HeaderUserID}
+
 // DefaultPrefix is where the pages and the users API live by default.
 const DefaultPrefix = "/auth"
 
@@ -141,10 +147,8 @@ func publicPatterns(list []string) (*gatepath.Patterns, error) {
 // spelling goes through the gate, so that no upstream can read a path
 // differently from the gate without a session.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	hdr := r.Header
-	hdr.Del(HeaderUser)
-	hdr.Del(HeaderEmail)
-	hdr.Del(HeaderUserID)
+	stripIdentity(r.Header)
+	guardTrailers(r)
 
 	svc := h.app.service(r.Context())
 	// r.URL.Path is raw decoded: a canonical raw path keeps its segments
@@ -179,6 +183,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	if h.public.Match(raw) {
+		h.takeToken(r)
 		h.app.metrics.Gate("public")
 		return next.ServeHTTP(w, r)
 	}
@@ -194,7 +199,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		h.app.metrics.Gate("unavailable")
 		return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
 	}
-	token, fromHeader := h.cookie.Token(r)
+	token := h.takeToken(r)
 	if token == "" {
 		return h.deny(w, r)
 	}
@@ -216,12 +221,6 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	hdr.Set(HeaderUserID, userID)
 	if sess.Email != "" {
 		hdr.Set(HeaderEmail, sess.Email)
-	}
-	// The session token is ours: the upstream gets the identity, not the key.
-	if fromHeader {
-		hdr.Del("Authorization")
-	} else {
-		stripCookie(r, h.cookie.Name)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", sess.Username)
@@ -245,29 +244,6 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="authgate"`)
 	usersapi.Fail(w, http.StatusUnauthorized, usersapi.PleaseLogin)
 	return nil
-}
-
-// stripCookie removes the session cookie from the request, keeping the
-// upstream's own cookies as they were.
-func stripCookie(r *http.Request, name string) {
-	lines := r.Header["Cookie"]
-	kept := lines[:0]
-	for _, line := range lines {
-		var parts []string
-		for _, part := range strings.Split(line, ";") {
-			if k, _, _ := strings.Cut(strings.TrimSpace(part), "="); k != name {
-				parts = append(parts, strings.TrimSpace(part))
-			}
-		}
-		if len(parts) > 0 {
-			kept = append(kept, strings.Join(parts, "; "))
-		}
-	}
-	if len(kept) == 0 {
-		r.Header.Del("Cookie")
-		return
-	}
-	r.Header["Cookie"] = kept
 }
 
 func under(path, prefix string) bool {
