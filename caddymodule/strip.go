@@ -209,6 +209,9 @@ func stripCookie(line, name string) (rest, value string) {
 // "_", and files "want[x]" as an array under want (a "[" without "]"
 // becomes "_").
 func sameCookieName(got, want string) bool {
+	if strings.EqualFold(got, want) {
+		return true
+	}
 	j := 0
 	leading, mapping := true, true
 	for i := 0; i < len(got); i++ {
@@ -234,12 +237,20 @@ func sameCookieName(got, want string) bool {
 				c, mapping = '_', false
 			}
 		}
-		if j >= len(want) || lowerASCII(c) != lowerASCII(want[j]) {
+		if j >= len(want) || lowerASCII(c) != lowerASCII(phpName(want[j])) {
 			return false
 		}
 		j++
 	}
 	return j == len(want)
+}
+
+// phpName maps a byte of a configured cookie name as PHP would.
+func phpName(c byte) byte {
+	if c == ' ' || c == '.' {
+		return '_'
+	}
+	return c
 }
 
 func lowerASCII(c byte) byte {

@@ -41,30 +41,37 @@ func TestTakeToken(t *testing.T) {
 		name     string
 		in, want http.Header
 		token    string
+		cookie   string // the cookie's name, if not authgate_session
 	}{
 		{"cookie", http.Header{"Cookie": {"authgate_session=" + tok}},
-			http.Header{}, tok},
+			http.Header{}, tok, ""},
 		{"quoted cookie", http.Header{"Cookie": {`theme=dark; authgate_session="` + tok + `"`}},
-			http.Header{"Cookie": {"theme=dark"}}, tok},
+			http.Header{"Cookie": {"theme=dark"}}, tok, ""},
 		{"bearer before cookie, both removed", http.Header{"Authorization": {"Bearer " + tok}, "Cookie": {"authgate_session=" + tok2 + "; theme=dark"}},
-			http.Header{"Cookie": {"theme=dark"}}, tok},
+			http.Header{"Cookie": {"theme=dark"}}, tok, ""},
 		{"duplicates on two lines", http.Header{"Cookie": {"a=1; authgate_session=" + tok + "; b=2", "authgate_session=" + tok2 + ";c=3"}},
-			http.Header{"Cookie": {"a=1; b=2", "c=3"}}, tok},
+			http.Header{"Cookie": {"a=1; b=2", "c=3"}}, tok, ""},
 		{"names PHP or a case-insensitive app reads as the same", http.Header{"Cookie": {
 			"authgate.session=x; authgate session=x; %20authgate%5Fsession=x; AUTHGATE_SESSION=x; authgate_session[]=x; authgate_session[a][b]=x; authgate[session=x; a=1"}},
-			http.Header{"Cookie": {"a=1"}}, ""},
+			http.Header{"Cookie": {"a=1"}}, "", ""},
 		{"look-alike names stay", http.Header{"Cookie": {"authgate_sessions=x; xauthgate_session=x; authgate_session_x=x; authgate-session=x"}},
-			http.Header{"Cookie": {"authgate_sessions=x; xauthgate_session=x; authgate_session_x=x; authgate-session=x"}}, ""},
+			http.Header{"Cookie": {"authgate_sessions=x; xauthgate_session=x; authgate_session_x=x; authgate-session=x"}}, "", ""},
 		{"the app's own bearer stays", http.Header{"Authorization": {"Bearer app.jwt.token"}, "Cookie": {"authgate_session=" + tok}},
-			http.Header{"Authorization": {"Bearer app.jwt.token"}}, tok},
+			http.Header{"Authorization": {"Bearer app.jwt.token"}}, tok, ""},
 		{"basic stays", http.Header{"Authorization": {"Basic dXNlcjpwYXNz", "bearer  " + tok}},
-			http.Header{"Authorization": {"Basic dXNlcjpwYXNz"}}, tok},
+			http.Header{"Authorization": {"Basic dXNlcjpwYXNz"}}, tok, ""},
 		{"every session bearer goes", http.Header{"Authorization": {"Bearer " + tok2, "BEARER " + tok}},
-			http.Header{}, tok2},
+			http.Header{}, tok2, ""},
 		{"nothing", http.Header{"Cookie": {"a=1;b=2"}},
-			http.Header{"Cookie": {"a=1;b=2"}}, ""},
+			http.Header{"Cookie": {"a=1;b=2"}}, "", ""},
+		{"a cookie name with a dot", http.Header{"Cookie": {"my.session=" + tok + "; my_session=x; My.Session=x; a=1"}},
+			http.Header{"Cookie": {"a=1"}}, tok, "my.session"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			h := h
+			if tc.cookie != "" {
+				h = &Handler{cookie: web.Cookie{Name: tc.cookie}}
+			}
 			r := &http.Request{Header: tc.in}
 			if got := h.takeToken(r); got != tc.token {
 				t.Errorf("token %q, want %q", got, tc.token)

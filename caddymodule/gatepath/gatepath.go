@@ -332,6 +332,9 @@ func canMatch(s string) bool {
 // decoded (an upstream that does sees this). It costs no allocation unless
 // the path holds escapes.
 func (p *Patterns) Match(raw string) bool {
+	if p == nil {
+		return false
+	}
 	if p.all {
 		return true
 	}
