@@ -4,13 +4,21 @@
 # make build: bin/caddy, built by xcaddy from xcaddy.json
 # make bench: the gate measured against plain Caddy and the alternatives,
 #             written to BENCHMARKS.md (cmd/bench; under 10 minutes)
+# make fuzz: each fuzz target in FUZZ_TARGETS for $(FUZZTIME) (default 3m)
 
 # Our module is not published: the go commands must not look it up in the
 # module proxy or the checksum database. -mod=mod lets them complete go.mod.
 export GOPRIVATE := github.com/authgate/authgate
 export GOFLAGS := -mod=mod
 
-.PHONY: build run test bench deps deps-stores devstores clean
+.PHONY: build run test bench fuzz deps deps-stores devstores clean
+
+# Fuzz targets, one a line: <package dir>:<FuzzName>. Their seeds run with
+# every go test; make fuzz searches beyond them.
+define FUZZ_TARGETS
+caddymodule/gatepath:FuzzPublic
+endef
+FUZZTIME ?= 3m
 
 build:
 	go run ./cmd/build -o bin/caddy
@@ -26,6 +34,13 @@ bench: build
 	@$(call need,postgresql redis-server wrk)
 	go build -o bin/bench ./cmd/bench
 	bin/bench
+
+# go test -fuzz takes one package and one target at a time. A finding is
+# written to the package's testdata/fuzz and fails the run.
+fuzz:
+	@set -e; $(foreach t,$(FUZZ_TARGETS), \
+		echo "fuzz $(t) for $(FUZZTIME)"; \
+		go test ./$(word 1,$(subst :, ,$(t))) -run XXX -fuzz '^$(word 2,$(subst :, ,$(t)))$$' -fuzztime $(FUZZTIME);)
 
 # A binary rather than go run, which would stand between devstores and the
 # terminal's signals.

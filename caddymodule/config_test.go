@@ -147,6 +147,11 @@ func TestCaddyfileErrorsNameTheDirective(t *testing.T) {
 		{global: base, site: "prefix auth", directive: "prefix"},
 		{global: base, site: "account_api /auth/api", directive: "account_api"},
 		{global: base, site: "public", directive: "public"},
+		{global: base, site: "public healthz", directive: "public"},
+		{global: base, site: "public /assets/../x", directive: "public"},
+		{global: base, site: "public /{http.request.host}", directive: "public"},
+		{global: base, site: "prefix /a;b", directive: "prefix"},
+		{global: base, site: "account_api /api/%75ser", directive: "account_api"},
 	} {
 		text := "{\n\tauthgate {\n\t\t" + tc.global + "\n\t}\n}\n:8080 {\n\tauthgate {\n\t\t" + tc.site + "\n\t}\n\trespond ok\n}\n"
 		_, err := adapt(t, text)

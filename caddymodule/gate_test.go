@@ -37,9 +37,12 @@ func TestGate(t *testing.T) {
 	if r.status != 200 {
 		t.Fatalf("public glob: %d", r.status)
 	}
-	// A path that only looks public once cleaned is judged by its cleaned form.
-	r = e.do(nil, "GET", "/assets/../secret", nil, "Accept", "application/json")
-	e.expect(r, 401, false, "PLEASE_LOGIN")
+	// A path that only looks public once cleaned, decoded or lowercased is
+	// gated: the upstream gets it as it is.
+	for _, path := range []string{"/assets/../secret", "/assets/..%2fsecret", "/HEALTHZ", "/health%7a"} {
+		r = e.do(nil, "GET", path, nil, "Accept", "application/json")
+		e.expect(r, 401, false, "PLEASE_LOGIN")
+	}
 
 	// With a session the upstream learns who it is, and never the token.
 	c := e.client()
@@ -70,6 +73,37 @@ func TestGate(t *testing.T) {
 	} {
 		r = e.do(nil, "GET", "/api/data", nil, "Authorization", "Bearer "+bad)
 		e.expect(r, 401, false, "PLEASE_LOGIN")
+	}
+}
+
+// The account endpoints answer only canonical paths: another spelling of
+// one is a path like any other, gated, and forwarded as it is.
+func TestGateAccountPathsAreCanonical(t *testing.T) {
+	e := newEnv(t, options{site: "account_api /api/user"})
+	e.register("nora", "nora-password", "")
+	creds := map[string]any{"username": "nora", "password": "nora-password"}
+
+	sessions := func() int {
+		return len(e.rdb.Keys(t.Context(), e.prefix+":*:session:*").Val())
+	}
+	// An escaped letter is the same path to everyone.
+	r := e.do(nil, "POST", "/auth/users/%6Cogin", creds)
+	e.expect(r, 200, true, "")
+	if r.str("ssid") == "" || sessions() != 1 {
+		t.Fatalf("login: %s, %d sessions", r.body, sessions())
+	}
+	for _, path := range []string{"/auth/users/login;x=1", "/auth/users/.%2flogin", "/auth//users/login", "/x/../auth/users/login", "/api/user/..;/login"} {
+		r = e.do(nil, "POST", path, creds)
+		e.expect(r, 401, false, "PLEASE_LOGIN")
+	}
+	if n := sessions(); n != 1 {
+		t.Fatalf("%d sessions after the other spellings", n)
+	}
+	c := e.client()
+	e.login(c, "nora", "nora-password")
+	r = e.do(c, "GET", "/auth/users/..;/info", nil)
+	if r.status != 200 || r.json["user"] != "nora" || r.json["uri"] != "/auth/users/..;/info" {
+		t.Fatalf("with a session: %d %s", r.status, r.body)
 	}
 }
 

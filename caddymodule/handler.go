@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/gatepath"
 	"github.com/authgate/authgate/caddymodule/pages"
 	"github.com/authgate/authgate/caddymodule/restapi"
 	"github.com/authgate/authgate/caddymodule/sessions"
@@ -32,6 +33,12 @@ const (
 	HeaderUserID = "Remote-User-Id"
 )
 
+// IdentityHeaders are every header the gate vouches for. A client's header
+// or trailer is removed when its name reads as one of these to some
+// upstream: in any case, and with "_" for "-" (CGI, PHP, WSGI and FastCGI
+// file Remote_User and Remote-User alike under HTTP_REMOTE_USER).
+var IdentityHeaders = []string{HeaderUser, HeaderEmail, HeaderUserID}
+
 // DefaultPrefix is where the pages and the users API live by default.
 const DefaultPrefix = "/auth"
 
@@ -43,8 +50,10 @@ type Handler struct {
 	Prefix string `json:"prefix,omitempty"`
 	// Path prefix of the REST account dialect; empty (default) turns it off.
 	AccountAPI string `json:"account_api,omitempty"`
-	// Path patterns that need no session, as Caddy's path matcher reads them
-	// (/healthz, /assets/*).
+	// Path patterns that need no session, in the syntax of Caddy's path
+	// matcher (/healthz, /assets/*, *.css) but matched case-sensitively, and
+	// only against canonical paths, both as forwarded and decoded (see
+	// gatepath).
 	Public []string `json:"public,omitempty"`
 	// Product name shown on the login pages. Default: authgate.
 	Title string `json:"title,omitempty"`
@@ -56,11 +65,12 @@ type Handler struct {
 	Origin string `json:"origin,omitempty"`
 
 	app    *App
-	public caddyhttp.MatchPath
+	public *gatepath.Patterns
 	users  *usersapi.API
 	pages  *pages.Pages
 	rest   *restapi.API
 	cookie web.Cookie
+	device string // the device cookie's name
 	logger *zap.Logger
 }
 
@@ -90,11 +100,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("authgate global options: %w", err)
 	}
 	h.app = appIface.(*App)
-	h.public = caddyhttp.MatchPath(h.Public)
-	if err := h.public.Provision(ctx); err != nil {
-		return fmt.Errorf("public: %w", err)
+	if h.public, err = publicPatterns(h.Public); err != nil {
+		return err
 	}
 	h.cookie = web.Cookie{Name: h.app.CookieName, Domain: h.app.CookieDomain}
+	h.device = h.cookie.Device().Name
 	h.users = &usersapi.API{Cookie: h.cookie, Logger: h.logger}
 	if h.Title == "" {
 		h.Title = "authgate"
@@ -132,17 +142,14 @@ func (h *Handler) Validate() error {
 		prefix = DefaultPrefix
 	}
 	for directive, p := range map[string]string{"prefix": prefix, "account_api": h.AccountAPI} {
-		if p != "" && (!strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?#*{} ") || p == "/") {
+		// Compared with the path as forwarded, so spelled as it is: no
+		// escapes, and canonical like every path the gate serves itself.
+		if p != "" && (!gatepath.Canonical(p) || strings.ContainsAny(p, "%*{}") || p == "/") {
 			return fmt.Errorf("authgate: %s: %q must be a path like /auth", directive, p)
 		}
 	}
 	if h.AccountAPI != "" && (under(h.AccountAPI, prefix) || under(prefix, h.AccountAPI)) {
 		return fmt.Errorf("authgate: account_api: %q overlaps prefix %q", h.AccountAPI, prefix)
-	}
-	for _, p := range h.Public {
-		if !strings.HasPrefix(p, "/") && p != "*" {
-			return fmt.Errorf("authgate: public: %q must be a path pattern starting with /", p)
-		}
 	}
 	if h.Origin != "" {
 		u, err := url.Parse(h.Origin)
@@ -151,20 +158,42 @@ func (h *Handler) Validate() error {
 			return fmt.Errorf("authgate: origin: %q must be a scheme and host, like https://app.example.com", h.Origin)
 		}
 	}
-	return nil
+	_, err := publicPatterns(h.Public)
+	return err
+}
+
+// publicPatterns compiles the public patterns, with {env.*} resolved.
+func publicPatterns(list []string) (*gatepath.Patterns, error) {
+	repl := caddy.NewReplacer()
+	resolved := make([]string, len(list))
+	for i, p := range list {
+		resolved[i] = repl.ReplaceKnown(p, "")
+	}
+	p, err := gatepath.Compile(resolved)
+	if err != nil {
+		return nil, fmt.Errorf("authgate: public: %w", err)
+	}
+	return p, nil
 }
 
 // ServeHTTP routes a request to the account endpoints, or through the gate.
+//
+// Every decision is taken on r.URL.EscapedPath(), the path exactly as
+// reverse_proxy will forward it, and only a canonical one (see gatepath) is
+// served as an account endpoint or let through as public: any other
+// spelling goes through the gate, so that no upstream can read a path
+// differently from the gate without a session.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	hdr := r.Header
-	hdr.Del(HeaderUser)
-	hdr.Del(HeaderEmail)
-	hdr.Del(HeaderUserID)
+	stripIdentity(r.Header)
+	guardTrailers(r)
 
 	svc := h.app.service(r.Context())
-	path := r.URL.Path
+	// r.URL.Path is raw decoded: a canonical raw path keeps its segments
+	// when decoded, and the mounts have no escapes, so both agree on them.
+	raw, path := r.URL.EscapedPath(), r.URL.Path
+	canonical := gatepath.Canonical(raw)
 	switch {
-	case under(path, h.Prefix):
+	case canonical && under(raw, h.Prefix):
 		if svc == nil {
 			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
 		}
@@ -180,7 +209,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			usersapi.Fail(w, http.StatusNotFound, usersapi.NotFound)
 		}
 		return nil
-	case h.AccountAPI != "" && under(path, h.AccountAPI):
+	case canonical && h.AccountAPI != "" && under(raw, h.AccountAPI):
 		if svc == nil {
 			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
 		}
@@ -190,13 +219,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 
-	if len(h.public) > 0 {
-		if ok, err := h.public.MatchWithError(r); err != nil {
-			return caddyhttp.Error(http.StatusInternalServerError, err)
-		} else if ok {
-			h.app.metrics.Gate("public")
-			return next.ServeHTTP(w, r)
-		}
+	if h.public.Match(raw) {
+		h.takeToken(r)
+		h.app.metrics.Gate("public")
+		return next.ServeHTTP(w, r)
 	}
 	return h.gate(w, r, next, svc)
 }
@@ -210,7 +236,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		h.app.metrics.Gate("unavailable")
 		return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
 	}
-	token, fromHeader := h.cookie.Token(r)
+	token := h.takeToken(r)
 	if token == "" {
 		return h.deny(w, r)
 	}
@@ -233,14 +259,6 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	if sess.Email != "" {
 		hdr.Set(HeaderEmail, sess.Email)
 	}
-	// The session token is ours: the upstream gets the identity, not the key.
-	if fromHeader {
-		hdr.Del("Authorization")
-	} else {
-		stripCookie(r, h.cookie.Name)
-	}
-	// So is the device cookie: in other hands it is an allowance of guesses.
-	stripCookie(r, h.cookie.Device().Name)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", sess.Username)
 	repl.Set("http.auth.user.user_id", userID)
@@ -263,29 +281,6 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="authgate"`)
 	usersapi.Fail(w, http.StatusUnauthorized, usersapi.PleaseLogin)
 	return nil
-}
-
-// stripCookie removes the session cookie from the request, keeping the
-// upstream's own cookies as they were.
-func stripCookie(r *http.Request, name string) {
-	lines := r.Header["Cookie"]
-	kept := lines[:0]
-	for _, line := range lines {
-		var parts []string
-		for _, part := range strings.Split(line, ";") {
-			if k, _, _ := strings.Cut(strings.TrimSpace(part), "="); k != name {
-				parts = append(parts, strings.TrimSpace(part))
-			}
-		}
-		if len(parts) > 0 {
-			kept = append(kept, strings.Join(parts, "; "))
-		}
-	}
-	if len(kept) == 0 {
-		r.Header.Del("Cookie")
-		return
-	}
-	r.Header["Cookie"] = kept
 }
 
 func under(path, prefix string) bool {

@@ -150,10 +150,32 @@ type gate struct {
 	rdb     *redis.Client
 }
 
+// gateOption changes what startGate starts.
+type gateOption func(*gateSetup)
+
+type gateSetup struct {
+	upstream http.Handler // default: the demo app
+	site     string       // the site's authgate block; default: public /healthz
+}
+
+// withUpstream puts h behind the gate instead of the demo app.
+func withUpstream(h http.Handler) gateOption {
+	return func(s *gateSetup) { s.upstream = h }
+}
+
+// withSite sets the lines of the site's authgate block.
+func withSite(lines string) gateOption {
+	return func(s *gateSetup) { s.site = lines }
+}
+
 // startGate starts the binary with a Caddyfile of its own, waits until it
 // answers, and stops it when the test ends.
-func startGate(t *testing.T) *gate {
+func startGate(t *testing.T, opts ...gateOption) *gate {
 	t.Helper()
+	setup := gateSetup{upstream: demo.Handler(), site: "public /healthz"}
+	for _, o := range opts {
+		o(&setup)
+	}
 	bin := binary(t)
 	pg := testenv.PostgresURL(t) // first: its database is dropped last
 	redisURL := testenv.RedisURL(t)
@@ -161,7 +183,7 @@ func startGate(t *testing.T) *gate {
 	dir := t.TempDir()
 	g.mailDir = filepath.Join(dir, "mail")
 
-	upstream := httptest.NewServer(demo.Handler()) // on 127.0.0.1
+	upstream := httptest.NewServer(setup.upstream) // on 127.0.0.1
 	t.Cleanup(upstream.Close)
 
 	port := freePort(t)
@@ -180,11 +202,11 @@ func startGate(t *testing.T) *gate {
 http://127.0.0.1:%d {
 	bind 127.0.0.1
 	authgate {
-		public /healthz
+		%s
 	}
 	reverse_proxy %s
 }
-`, pg, redisURL, g.prefix, g.mailDir, port, upstream.Listener.Addr())
+`, pg, redisURL, g.prefix, g.mailDir, port, setup.site, upstream.Listener.Addr())
 	config := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(config, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)

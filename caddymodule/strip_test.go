@@ -1,0 +1,148 @@
+package caddymodule
+
+import (
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/authgate/authgate/caddymodule/web"
+)
+
+func TestStripIdentity(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   http.Header
+		want http.Header
+	}{
+		{"canonical", http.Header{"Remote-User": {"admin"}, "Remote-Email": {"a@b"}, "Remote-User-Id": {"1"}, "Accept": {"*/*"}},
+			http.Header{"Accept": {"*/*"}}},
+		{"underscores", http.Header{"Remote_user": {"admin"}, "Remote_User_Id": {"1"}, "Remote-User_Id": {"1"}, "X-Remote-User": {"kept"}},
+			http.Header{"X-Remote-User": {"kept"}}},
+		{"case", http.Header{"REMOTE-USER": {"admin"}, "remote_email": {"a@b"}, "Remote-User-ID": {"1"}, "Remote-Users": {"kept"}},
+			http.Header{"Remote-Users": {"kept"}}},
+		{"nothing", http.Header{"Cookie": {"a=1"}}, http.Header{"Cookie": {"a=1"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stripIdentity(tc.in)
+			if !reflect.DeepEqual(tc.in, tc.want) {
+				t.Fatalf("got %v, want %v", tc.in, tc.want)
+			}
+		})
+	}
+}
+
+func TestTakeToken(t *testing.T) {
+	const tok = "0123456789abcdef0123456789abcdef.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
+	const tok2 = "fedcba9876543210fedcba9876543210.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
+	h := &Handler{cookie: web.Cookie{Name: "authgate_session"}}
+	for _, tc := range []struct {
+		name     string
+		in, want http.Header
+		token    string
+		cookie   string // the cookie's name, if not authgate_session
+	}{
+		{"cookie", http.Header{"Cookie": {"authgate_session=" + tok}},
+			http.Header{}, tok, ""},
+		{"quoted cookie", http.Header{"Cookie": {`theme=dark; authgate_session="` + tok + `"`}},
+			http.Header{"Cookie": {"theme=dark"}}, tok, ""},
+		{"bearer before cookie, both removed", http.Header{"Authorization": {"Bearer " + tok}, "Cookie": {"authgate_session=" + tok2 + "; theme=dark"}},
+			http.Header{"Cookie": {"theme=dark"}}, tok, ""},
+		{"duplicates on two lines", http.Header{"Cookie": {"a=1; authgate_session=" + tok + "; b=2", "authgate_session=" + tok2 + ";c=3"}},
+			http.Header{"Cookie": {"a=1; b=2", "c=3"}}, tok, ""},
+		{"names PHP or a case-insensitive app reads as the same", http.Header{"Cookie": {
+			"authgate.session=x; authgate session=x; %20authgate%5Fsession=x; AUTHGATE_SESSION=x; authgate_session[]=x; authgate_session[a][b]=x; authgate[session=x; a=1"}},
+			http.Header{"Cookie": {"a=1"}}, "", ""},
+		{"look-alike names stay", http.Header{"Cookie": {"authgate_sessions=x; xauthgate_session=x; authgate_session_x=x; authgate-session=x"}},
+			http.Header{"Cookie": {"authgate_sessions=x; xauthgate_session=x; authgate_session_x=x; authgate-session=x"}}, "", ""},
+		{"the app's own bearer stays", http.Header{"Authorization": {"Bearer app.jwt.token"}, "Cookie": {"authgate_session=" + tok}},
+			http.Header{"Authorization": {"Bearer app.jwt.token"}}, tok, ""},
+		{"basic stays", http.Header{"Authorization": {"Basic dXNlcjpwYXNz", "bearer  " + tok}},
+			http.Header{"Authorization": {"Basic dXNlcjpwYXNz"}}, tok, ""},
+		{"every session bearer goes", http.Header{"Authorization": {"Bearer " + tok2, "BEARER " + tok}},
+			http.Header{}, tok2, ""},
+		{"nothing", http.Header{"Cookie": {"a=1;b=2"}},
+			http.Header{"Cookie": {"a=1;b=2"}}, "", ""},
+		{"a cookie name with a dot", http.Header{"Cookie": {"my.session=" + tok + "; my_session=x; My.Session=x; a=1"}},
+			http.Header{"Cookie": {"a=1"}}, tok, "my.session"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := h
+			if tc.cookie != "" {
+				h = &Handler{cookie: web.Cookie{Name: tc.cookie}}
+			}
+			r := &http.Request{Header: tc.in}
+			if got := h.takeToken(r); got != tc.token {
+				t.Errorf("token %q, want %q", got, tc.token)
+			}
+			if !reflect.DeepEqual(r.Header, tc.want) {
+				t.Errorf("left %q, want %q", r.Header, tc.want)
+			}
+		})
+	}
+}
+
+// The common requests cost no allocation to strip.
+func TestTakeTokenAllocations(t *testing.T) {
+	const tok = "0123456789abcdef0123456789abcdef.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
+	h := &Handler{cookie: web.Cookie{Name: "authgate_session"}}
+	for name, hdr := range map[string]http.Header{
+		"cookie": {"Cookie": {"authgate_session=" + tok}},
+		"bearer": {"Authorization": {"Bearer " + tok}},
+		"others": {"Cookie": {"a=1; b=2"}, "Authorization": {"Basic eDp5"}, "Remote-User": {"x"}},
+	} {
+		n := testing.AllocsPerRun(100, func() {
+			r := &http.Request{Header: http.Header{}}
+			for k, v := range hdr {
+				r.Header[k] = v[:len(v):len(v)]
+			}
+			stripIdentity(r.Header)
+			h.takeToken(r)
+		})
+		// The map and its copy of the values are the test's own.
+		if base := testing.AllocsPerRun(100, func() {
+			r := &http.Request{Header: http.Header{}}
+			for k, v := range hdr {
+				r.Header[k] = v[:len(v):len(v)]
+			}
+		}); n > base {
+			t.Errorf("%s: %.0f allocations", name, n-base)
+		}
+	}
+}
+
+// Trailers named like identity headers or credentials are dropped, both
+// the declared ones and those net/http adds when the body ends.
+func TestGuardTrailers(t *testing.T) {
+	r := &http.Request{
+		Header:        http.Header{},
+		Trailer:       http.Header{"Remote-User": nil, "X-Checksum": nil},
+		Body:          io.NopCloser(strings.NewReader("hello")),
+		ContentLength: -1,
+		ProtoMajor:    1,
+	}
+	guardTrailers(r)
+	if !reflect.DeepEqual(r.Trailer, http.Header{"X-Checksum": nil}) {
+		t.Fatalf("declared: %v", r.Trailer)
+	}
+	// What net/http does as the chunked body ends.
+	r.Trailer["X-Checksum"] = []string{"abc"}
+	r.Trailer["Remote_user"] = []string{"admin"}
+	r.Trailer["Authorization"] = []string{"Bearer x"}
+	r.Trailer["Cookie"] = []string{"authgate_session=x"}
+	body, err := io.ReadAll(r.Body)
+	if err != nil || string(body) != "hello" {
+		t.Fatalf("body %q, %v", body, err)
+	}
+	if !reflect.DeepEqual(r.Trailer, http.Header{"X-Checksum": {"abc"}}) {
+		t.Fatalf("at the end of the body: %v", r.Trailer)
+	}
+
+	// A body of known length over HTTP/1 has no trailers: not wrapped.
+	plain := io.NopCloser(strings.NewReader("x"))
+	r = &http.Request{Body: plain, ContentLength: 1, ProtoMajor: 1}
+	if guardTrailers(r); r.Body != plain {
+		t.Fatal("a body with a length was wrapped")
+	}
+}
