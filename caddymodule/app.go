@@ -274,6 +274,9 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.reportNames(ctx); err != nil {
+		return nil, err
+	}
 	return &auth.Service{
 		Accounts: a.stores.accounts,
 		Sessions: a.stores.sessions,
@@ -289,6 +292,34 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 		Logger:       a.logger,
 		Emit:         a.emit,
 	}, nil
+}
+
+// reportNames tells the operator, at every start, of the accounts without a
+// canonical username (see accounts.Unreconciled), and ends any session of
+// those whose names are refused: such a name must not reach the upstream.
+func (a *App) reportNames(ctx context.Context) error {
+	conflicts, refused, err := a.stores.accounts.Unreconciled(ctx)
+	if err != nil {
+		return fmt.Errorf("checking usernames: %w", err)
+	}
+	taken := 0
+	for _, c := range conflicts {
+		taken += len(c.IDs)
+		a.logger.Warn("username conflict: an older account holds the canonical name; these accounts log in by their exact names until renamed",
+			zap.String("canonical", c.Canonical), zap.Int64("holder_id", c.HolderID), zap.Int64s("user_ids", c.IDs))
+	}
+	for _, r := range refused {
+		a.logger.Warn("username refused: the account cannot log in until renamed",
+			zap.Int64("user_id", r.ID), zap.String("username", r.Username), zap.String("reason", r.Reason))
+		if live, err := a.stores.sessions.List(ctx, r.Userhash); err != nil || len(live) > 0 {
+			if _, err := a.stores.sessions.RevokeUser(ctx, r.Userhash, ""); err != nil {
+				a.logger.Error("ending the sessions of an account whose username is refused", zap.Int64("user_id", r.ID), zap.Error(err))
+			}
+		}
+	}
+	a.metrics.UsernameConflicts("taken", taken)
+	a.metrics.UsernameConflicts("refused", len(refused))
+	return nil
 }
 
 // emit sends an audit event through Caddy's events app, when running in Caddy.

@@ -230,7 +230,7 @@ func TestConcurrentMigrations(t *testing.T) {
 	var schemas, versions int
 	_ = db.QueryRow("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'authgate'").Scan(&schemas)
 	_ = db.QueryRow("SELECT count(*) FROM authgate.schema_migrations").Scan(&versions)
-	if schemas != 1 || versions != 1 {
+	if schemas != 1 || versions != 2 {
 		t.Fatalf("%d schemas, %d migration rows", schemas, versions)
 	}
 }

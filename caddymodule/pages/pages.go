@@ -133,7 +133,7 @@ func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, auth.ErrExists):
 			status, v.Error = http.StatusConflict, "That username is taken. Choose another, or log in."
 		case errors.Is(err, auth.ErrInvalidInput):
-			status, v.Error = http.StatusBadRequest, "Usernames are 1 to 64 characters without spaces, ':' or '/'; the email must be a plain address."
+			status, v.Error = http.StatusBadRequest, `Usernames are 1 to 64 characters of one script, without spaces or any of , ; " < > : / \; the email must be a plain address.`
 		default:
 			status, v.Error = p.explain(w, r, err)
 		}

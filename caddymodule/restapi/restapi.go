@@ -256,12 +256,12 @@ func (a *API) recover(w http.ResponseWriter, r *http.Request, id string) {
 		}
 		u, err = a.Service.Accounts.ByID(r.Context(), n)
 	case "username":
-		u, err = a.Service.Accounts.ByUsername(r.Context(), id)
+		u, err = a.Service.UserByName(r.Context(), id)
 	default:
 		reply(w, http.StatusOK, false, msgUnknownUIDType)
 		return
 	}
-	if errors.Is(err, accounts.ErrNotFound) {
+	if errors.Is(err, accounts.ErrNotFound) || errors.Is(err, auth.ErrUnknownUser) {
 		reply(w, http.StatusOK, false, msgUserNotFound)
 		return
 	}
@@ -311,6 +311,10 @@ func (a *API) resetLink(r *http.Request, token string) string {
 
 func (a *API) startSession(w http.ResponseWriter, r *http.Request, u accounts.User) bool {
 	token, sess, err := a.Service.StartSession(r.Context(), u)
+	if errors.Is(err, auth.ErrUnknownUser) { // a name refused since it was made
+		reply(w, http.StatusOK, false, msgUnauthorized)
+		return false
+	}
 	if err != nil {
 		a.fail(w, r, err)
 		return false
