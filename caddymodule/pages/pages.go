@@ -66,8 +66,13 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 	default:
 		return false
 	}
+	unreadable := func(status int) bool {
+		p.render(w, status, "message", view{Heading: "Request refused", Error: "The form could not be read."})
+		return true
+	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
+		_ = r.ParseForm() // the query alone; what does not parse is absent
 	case http.MethodPost:
 		if !web.SameOrigin(r) {
 			p.render(w, http.StatusForbidden, "message", view{Heading: "Request refused",
@@ -75,12 +80,24 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 			return true
 		}
 		if err := r.ParseForm(); err != nil {
-			p.render(w, http.StatusBadRequest, "message", view{Heading: "Request refused", Error: "The form could not be read."})
-			return true
+			return unreadable(http.StatusBadRequest)
 		}
 	default:
 		w.Header().Set("Allow", "GET, HEAD, POST")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return true
+	}
+	if web.BadValues(r.Form) {
+		err := error(auth.ErrBadBytes)
+		if page := strings.Trim(name, "/"); r.Method == http.MethodPost && (page == "login" || page == "") {
+			// Probing with bad bytes costs a failed login like any other.
+			err = p.Service.RefuseLogin(r.Context(), r.PostFormValue("username"), web.ClientIP(r))
+		}
+		if errors.Is(err, auth.ErrBadBytes) {
+			return unreadable(web.Failure(w, r, p.Logger, err))
+		}
+		status, msg := p.explain(w, r, err)
+		p.render(w, status, "message", view{Heading: "Request refused", Error: msg})
 		return true
 	}
 	serve(w, r)
