@@ -101,6 +101,9 @@ type App struct {
 	Argon2 *Argon2 `json:"argon2,omitempty"`
 	// Password hashes computed at once; more wait. Default: the CPU count.
 	HashConcurrency int `json:"hash_concurrency,omitempty"`
+	// The zxcvbn score (0 to 4) a new password needs: lower ones are common
+	// or easily guessed; 0 refuses none. Default: 2.
+	PasswordMinScore *int `json:"password_min_score,omitempty"`
 	// Failed attempts allowed per username. Default: 10 in 15m.
 	ThrottleUser *Limit `json:"throttle_user,omitempty"`
 	// Failed attempts allowed per client IP. Default: 100 in 15m.
@@ -291,6 +294,8 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 		Metrics:      a.metrics,
 		Logger:       a.logger,
 		Emit:         a.emit,
+
+		PasswordMinScore: *a.PasswordMinScore,
 	}, nil
 }
 
@@ -440,6 +445,10 @@ func (a *App) setDefaults() {
 		size := DefaultCacheSize
 		a.SessionCache = &size
 	}
+	if a.PasswordMinScore == nil {
+		score := password.DefaultMinScore
+		a.PasswordMinScore = &score
+	}
 	if a.ThrottleUser == nil {
 		a.ThrottleUser = &Limit{Max: 10, Window: caddy.Duration(15 * time.Minute)}
 	}
@@ -556,6 +565,9 @@ func (a *App) check() error {
 	}
 	if *a.SessionCache < 0 {
 		return fail("session_cache", "%d: must be a size, or 0 (off)", *a.SessionCache)
+	}
+	if *a.PasswordMinScore < 0 || *a.PasswordMinScore > 4 {
+		return fail("password_min_score", "%d: must be 0 (no check) to 4", *a.PasswordMinScore)
 	}
 	if a.HashConcurrency < 0 {
 		return fail("hash_concurrency", "%d: must not be negative", a.HashConcurrency)

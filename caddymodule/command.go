@@ -213,7 +213,7 @@ func explainCLI(err error) error {
 	case errors.Is(err, auth.ErrExists):
 		return errors.New("the user exists already")
 	case errors.Is(err, auth.ErrTooWeak):
-		return errors.New("password too weak: 8 to 1024 characters, not the username")
+		return errors.New("password too weak: 8 to 1024 characters, not the username and not a common password")
 	case errors.Is(err, auth.ErrInvalidInput):
 		return errors.New("invalid username, email or hash")
 	}

@@ -74,6 +74,10 @@ type Service struct {
 	Logger       *zap.Logger
 	// Emit sends an audit event (Caddy's events app); nil sends none.
 	Emit func(name string, data map[string]any)
+
+	// PasswordMinScore is the zxcvbn score new passwords need (0 to 4; 0
+	// refuses none); see password.CheckGuessable.
+	PasswordMinScore int
 }
 
 // Login checks the credentials and starts a new session.
@@ -249,7 +253,7 @@ func (s *Service) CreateUser(ctx context.Context, name, pw, email, ip string) (a
 	if err != nil || !validEmail(email) || len(pw) > maxPasswordBytes {
 		return accounts.User{}, ErrInvalidInput
 	}
-	if err := password.CheckStrength(canonical, pw); err != nil {
+	if err := s.checkPassword(canonical, email, pw); err != nil {
 		return accounts.User{}, err
 	}
 	// Most duplicates are caught here, before paying for a hash; a
@@ -356,7 +360,7 @@ func (s *Service) ResetWithOTP(ctx context.Context, userhash, reqid, code, newPa
 		s.storeError(err)
 		return accounts.User{}, err
 	}
-	if err := password.CheckStrength(u.Username, newPassword); err != nil {
+	if err := s.checkPassword(u.Username, u.Email, newPassword); err != nil {
 		return accounts.User{}, err
 	}
 	subject := throttle.Subject{Kind: "otp", Username: u.Username, IP: ip}
@@ -411,7 +415,7 @@ func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip str
 		s.storeError(err)
 		return accounts.User{}, err
 	}
-	if err := password.CheckStrength(u.Username, newPassword); err != nil {
+	if err := s.checkPassword(u.Username, u.Email, newPassword); err != nil {
 		return accounts.User{}, err
 	}
 	if spent, err := s.OneTime.ConsumeResetToken(ctx, token); err != nil || spent != id {
@@ -438,7 +442,7 @@ func (s *Service) ChangePassword(ctx context.Context, u accounts.User, newPasswo
 	if len(newPassword) > maxPasswordBytes {
 		return ErrInvalidInput
 	}
-	if err := password.CheckStrength(u.Username, newPassword); err != nil {
+	if err := s.checkPassword(u.Username, u.Email, newPassword); err != nil {
 		return err
 	}
 	if err := s.setPassword(ctx, u, newPassword, keepID); err != nil {
@@ -446,6 +450,20 @@ func (s *Service) ChangePassword(ctx context.Context, u accounts.User, newPasswo
 	}
 	s.audit("password_changed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("by", "password_change"))
 	return nil
+}
+
+// checkPassword applies the password policy to a new password of the account
+// named name (its canonical form) with the address email: length, not the
+// name, and not common or easily guessed, also from the name and address.
+func (s *Service) checkPassword(name, email, pw string) error {
+	if err := password.CheckStrength(name, pw); err != nil {
+		return err
+	}
+	inputs := []string{name, email}
+	if local, _, ok := strings.Cut(email, "@"); ok {
+		inputs = append(inputs, local)
+	}
+	return password.CheckGuessable(pw, s.PasswordMinScore, inputs...)
 }
 
 // MailResetLink mails the user a link with a new single-use reset token;

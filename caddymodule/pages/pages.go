@@ -270,7 +270,7 @@ func (p *Pages) explain(w http.ResponseWriter, r *http.Request, err error) (int,
 
 var sharedWords = map[int]string{
 	http.StatusBadRequest:          "Some fields are missing or too long.",
-	http.StatusUnprocessableEntity: "Choose a password of 8 to 1024 characters that is not your username.",
+	http.StatusUnprocessableEntity: "Choose a password of 8 to 1024 characters that is not your username and not a common password.",
 	http.StatusServiceUnavailable:  "The service is unavailable right now. Try again in a minute.",
 	http.StatusInternalServerError: "Something went wrong on our side. Try again later.",
 }

@@ -41,7 +41,7 @@ const (
 	msgUnknownUIDType  = "Unknown uid type"
 	msgUserNotFound    = "User not found"
 	msgLoggedOut       = "Logged out"
-	msgWeak            = "Password must be 8 to 1024 characters and not the username"
+	msgWeak            = "Password must be 8 to 1024 characters, not the username and not a common password"
 )
 
 // API serves the REST dialect of one site.
