@@ -77,7 +77,7 @@ func New(db *sql.DB, schema string) (*Store, error) {
 	return &Store{db: db, schema: schema, q: queries{
 		insert: "INSERT INTO " + t + " (userhash, username, canonical, email, password_hash) VALUES ($1, $2, $2, nullif($3, ''), $4) " +
 			"ON CONFLICT DO NOTHING RETURNING " + cols,
-		// An account that kept its exact name (see Migrate) wins when the
+		// An account that kept its exact name (see Unreconciled) wins when the
 		// name is typed exactly as it is: that is how it logged in before.
 		byName: "SELECT " + cols + " FROM " + t + " WHERE canonical = $1 OR (canonical IS NULL AND username = $2) " +
 			"ORDER BY canonical IS NULL DESC LIMIT 1",
@@ -85,13 +85,14 @@ func New(db *sql.DB, schema string) (*Store, error) {
 		byHash:      "SELECT " + cols + " FROM " + t + " WHERE userhash = $1",
 		setPassword: "UPDATE " + t + " SET password_hash = $2, updated_at = now() WHERE id = $1",
 		count:       "SELECT count(*) FROM " + t,
+		secret:      "SELECT value FROM " + pq.QuoteIdentifier(schema) + ".secrets WHERE name = $1",
+		saveSecret: "INSERT INTO " + pq.QuoteIdentifier(schema) + ".secrets (name, value) VALUES ($1, $2) " +
+			"ON CONFLICT (name) DO NOTHING",
+
 		uncanonical: "SELECT id, userhash, username FROM " + t + " WHERE canonical IS NULL ORDER BY created_at, id",
 		holders:     "SELECT canonical, id FROM " + t + " WHERE canonical = ANY($1)",
 		canonicalise: "UPDATE " + t + " SET username = n.name, canonical = n.name " +
 			"FROM unnest($1::bigint[], $2::text[]) AS n(id, name) WHERE " + t + ".id = n.id",
-		secret: "SELECT value FROM " + pq.QuoteIdentifier(schema) + ".secrets WHERE name = $1",
-		saveSecret: "INSERT INTO " + pq.QuoteIdentifier(schema) + ".secrets (name, value) VALUES ($1, $2) " +
-			"ON CONFLICT (name) DO NOTHING",
 	}}, nil
 }
 
