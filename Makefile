@@ -4,13 +4,20 @@
 # make build: bin/caddy, built by xcaddy from xcaddy.json
 # make bench: the gate measured against plain Caddy and the alternatives,
 #             written to BENCHMARKS.md (cmd/bench; under 10 minutes)
+# make fuzz: each fuzz target in FUZZ_TARGETS for FUZZTIME (default 3m)
 
 # Our module is not published: the go commands must not look it up in the
 # module proxy or the checksum database. -mod=mod lets them complete go.mod.
 export GOPRIVATE := github.com/authgate/authgate
 export GOFLAGS := -mod=mod
 
-.PHONY: build run test bench deps deps-stores devstores clean
+.PHONY: build run test bench fuzz deps deps-stores devstores clean
+
+# Fuzz targets, one per line: <package dir>:<FuzzName>. Their seed corpora
+# also run with every go test.
+FUZZTIME ?= 3m
+FUZZ_TARGETS := \
+	caddymodule/username:FuzzCanonical
 
 build:
 	go run ./cmd/build -o bin/caddy
@@ -26,6 +33,13 @@ bench: build
 	@$(call need,postgresql redis-server wrk)
 	go build -o bin/bench ./cmd/bench
 	bin/bench
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; \
+		echo "fuzzing $$name in $$pkg for $(FUZZTIME)"; \
+		go test ./$${pkg#./} -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME); \
+	done
 
 # A binary rather than go run, which would stand between devstores and the
 # terminal's signals.
