@@ -17,6 +17,7 @@ export GOFLAGS := -mod=mod
 # every go test; make fuzz searches beyond them.
 define FUZZ_TARGETS
 caddymodule/gatepath:FuzzPublic
+caddymodule/username:FuzzCanonical
 endef
 FUZZTIME ?= 3m
 

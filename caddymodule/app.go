@@ -104,6 +104,9 @@ type App struct {
 	Argon2 *Argon2 `json:"argon2,omitempty"`
 	// Password hashes computed at once; more wait. Default: the CPU count.
 	HashConcurrency int `json:"hash_concurrency,omitempty"`
+	// The zxcvbn score (0 to 4) a new password needs: lower ones are common
+	// or easily guessed; 0 refuses none. Default: 2.
+	PasswordMinScore *int `json:"password_min_score,omitempty"`
 	// Failed attempts allowed per username. Default: 10 in 15m.
 	ThrottleUser *Limit `json:"throttle_user,omitempty"`
 	// Failed attempts allowed per client IP. Default: 100 in 15m.
@@ -284,6 +287,9 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := a.reportNames(ctx); err != nil {
+		return nil, err
+	}
 	return &auth.Service{
 		Accounts: a.stores.accounts,
 		Sessions: a.stores.sessions,
@@ -301,7 +307,37 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 		Metrics:      a.metrics,
 		Logger:       a.logger,
 		Emit:         a.emit,
+
+		PasswordMinScore: *a.PasswordMinScore,
 	}, nil
+}
+
+// reportNames tells the operator, at every start, of the accounts without a
+// canonical username (see accounts.Unreconciled), and ends any session of
+// those whose names are refused: such a name must not reach the upstream.
+func (a *App) reportNames(ctx context.Context) error {
+	conflicts, refused, err := a.stores.accounts.Unreconciled(ctx)
+	if err != nil {
+		return fmt.Errorf("checking usernames: %w", err)
+	}
+	taken := 0
+	for _, c := range conflicts {
+		taken += len(c.IDs)
+		a.logger.Warn("username conflict: an older account holds the canonical name; these accounts log in by their exact names until renamed",
+			zap.String("canonical", c.Canonical), zap.Int64("holder_id", c.HolderID), zap.Int64s("user_ids", c.IDs))
+	}
+	for _, r := range refused {
+		a.logger.Warn("username refused: the account cannot log in until renamed",
+			zap.Int64("user_id", r.ID), zap.String("username", r.Username), zap.String("reason", r.Reason))
+		if live, err := a.stores.sessions.List(ctx, r.Userhash); err != nil || len(live) > 0 {
+			if _, err := a.stores.sessions.RevokeUser(ctx, r.Userhash, ""); err != nil {
+				a.logger.Error("ending the sessions of an account whose username is refused", zap.Int64("user_id", r.ID), zap.Error(err))
+			}
+		}
+	}
+	a.metrics.UsernameConflicts("taken", taken)
+	a.metrics.UsernameConflicts("refused", len(refused))
+	return nil
 }
 
 // emit sends an audit event through Caddy's events app, when running in Caddy.
@@ -421,6 +457,10 @@ func (a *App) setDefaults() {
 	if a.SessionCache == nil {
 		size := DefaultCacheSize
 		a.SessionCache = &size
+	}
+	if a.PasswordMinScore == nil {
+		score := password.DefaultMinScore
+		a.PasswordMinScore = &score
 	}
 	if a.ThrottleUser == nil {
 		a.ThrottleUser = &Limit{Max: 10, Window: caddy.Duration(15 * time.Minute)}
@@ -544,6 +584,9 @@ func (a *App) check() error {
 	}
 	if *a.SessionCache < 0 {
 		return fail("session_cache", "%d: must be a size, or 0 (off)", *a.SessionCache)
+	}
+	if *a.PasswordMinScore < 0 || *a.PasswordMinScore > 4 {
+		return fail("password_min_score", "%d: must be 0 (no check) to 4", *a.PasswordMinScore)
 	}
 	if a.HashConcurrency < 0 {
 		return fail("hash_concurrency", "%d: must not be negative", a.HashConcurrency)

@@ -48,6 +48,7 @@ func init() {
 //		reset_url      <template>
 //		argon2         <memory_kib> <iterations> <parallelism>
 //		hash_concurrency <n>
+//		password_min_score <0-4>
 //		throttle_user  <max> <window>
 //		throttle_ip    <max> <window>
 //		throttle_codes <max> <window>
@@ -208,6 +209,12 @@ func (a *App) setDirective(d *caddyfile.Dispenser, directive string, args []stri
 			}
 		}
 		a.SessionCache = &size
+	case "password_min_score":
+		if err := want(1); err != nil {
+			return err
+		}
+		a.PasswordMinScore = new(int)
+		return num(a.PasswordMinScore, args[0])
 	case "throttle_user":
 		return limit(&a.ThrottleUser)
 	case "throttle_ip":

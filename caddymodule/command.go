@@ -107,7 +107,7 @@ func cliUseradd(ctx context.Context, cmd *cobra.Command, svc *auth.Service, user
 }
 
 func cliPasswd(ctx context.Context, cmd *cobra.Command, svc *auth.Service, username string) error {
-	u, err := svc.Accounts.ByUsername(ctx, username)
+	u, err := svc.UserByName(ctx, username)
 	if err != nil {
 		return explainCLI(err)
 	}
@@ -158,7 +158,7 @@ func cliImport(ctx context.Context, cmd *cobra.Command, svc *auth.Service, file 
 }
 
 func cliSessions(ctx context.Context, cmd *cobra.Command, svc *auth.Service, username string) error {
-	u, err := svc.Accounts.ByUsername(ctx, username)
+	u, err := svc.UserByName(ctx, username)
 	if err != nil {
 		return explainCLI(err)
 	}
@@ -176,7 +176,7 @@ func cliSessions(ctx context.Context, cmd *cobra.Command, svc *auth.Service, use
 }
 
 func cliRevoke(ctx context.Context, cmd *cobra.Command, svc *auth.Service, username string) error {
-	u, err := svc.Accounts.ByUsername(ctx, username)
+	u, err := svc.UserByName(ctx, username)
 	if err != nil {
 		return explainCLI(err)
 	}
@@ -208,12 +208,12 @@ func readPassword(cmd *cobra.Command, prompt string) (string, error) {
 
 func explainCLI(err error) error {
 	switch {
-	case errors.Is(err, accounts.ErrNotFound):
+	case errors.Is(err, accounts.ErrNotFound), errors.Is(err, auth.ErrUnknownUser):
 		return errors.New("no such user")
 	case errors.Is(err, auth.ErrExists):
 		return errors.New("the user exists already")
 	case errors.Is(err, auth.ErrTooWeak):
-		return errors.New("password too weak: 8 to 1024 characters, not the username")
+		return errors.New("password too weak: 8 to 1024 characters, not the username and not a common password")
 	case errors.Is(err, auth.ErrInvalidInput):
 		return errors.New("invalid username, email or hash")
 	}

@@ -142,6 +142,10 @@ func TestCaddyfileErrorsNameTheDirective(t *testing.T) {
 		{global: base + "throttle_user 0 1m", directive: "throttle_user"},
 		{global: base + "throttle_codes 20 0s", directive: "throttle_codes"},
 		{global: base + "throttle_codes 20", directive: "throttle_codes"},
+		{global: base + "password_min_score 5", directive: "password_min_score"},
+		{global: base + "password_min_score -1", directive: "password_min_score"},
+		{global: base + "password_min_score strong", directive: "password_min_score"},
+		{global: base + "password_min_score 1 2", directive: "password_min_score"},
 		{global: base + "colour blue", directive: "colour"},
 		{global: base + "schema Bad-Name", directive: "schema"},
 		{global: base, site: "prefix auth", directive: "prefix"},
@@ -238,7 +242,7 @@ func TestConcurrentMigrations(t *testing.T) {
 	var schemas, versions int
 	_ = db.QueryRow("SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'authgate'").Scan(&schemas)
 	_ = db.QueryRow("SELECT count(*) FROM authgate.schema_migrations").Scan(&versions)
-	if schemas != 1 || versions != 1 {
+	if schemas != 1 || versions != 2 {
 		t.Fatalf("%d schemas, %d migration rows", schemas, versions)
 	}
 }

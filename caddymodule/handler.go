@@ -191,9 +191,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	// r.URL.Path is raw decoded: a canonical raw path keeps its segments
 	// when decoded, and the mounts have no escapes, so both agree on them.
 	raw, path := r.URL.EscapedPath(), r.URL.Path
-	canonical := gatepath.Canonical(raw)
+	// The gate answers its own endpoints itself, so only their structure
+	// must be canonical for them to be ours (see gatepath.Structural).
+	ours := gatepath.Structural(raw)
 	switch {
-	case canonical && under(raw, h.Prefix):
+	case ours && under(raw, h.Prefix):
 		if svc == nil {
 			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
 		}
@@ -209,7 +211,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			usersapi.Fail(w, http.StatusNotFound, usersapi.NotFound)
 		}
 		return nil
-	case canonical && h.AccountAPI != "" && under(raw, h.AccountAPI):
+	case ours && h.AccountAPI != "" && under(raw, h.AccountAPI):
 		if svc == nil {
 			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
 		}

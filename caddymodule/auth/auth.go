@@ -11,8 +11,6 @@ import (
 	netmail "net/mail"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -25,6 +23,7 @@ import (
 	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/store"
 	"github.com/authgate/authgate/caddymodule/throttle"
+	"github.com/authgate/authgate/caddymodule/username"
 )
 
 // Errors of the account operations. Each front door maps them to its own
@@ -39,6 +38,9 @@ var (
 	ErrInvalidCode        = errors.New("invalid or expired code")
 	ErrMailFailed         = errors.New("sending mail failed")
 	ErrTooWeak            = password.ErrTooWeak
+	// ErrBadBytes is the invalid input of a parameter holding NUL or bytes
+	// that are not UTF-8: it never reaches a store.
+	ErrBadBytes = fmt.Errorf("%w: NUL or invalid UTF-8", ErrInvalidInput)
 )
 
 // ThrottledError says that the subject has failed too often; it may try again
@@ -50,9 +52,9 @@ func (e *ThrottledError) Error() string {
 }
 
 // Limits on input sizes, so that no field can be used to exhaust anything.
+// Usernames have theirs in package username.
 const (
-	MaxUsername = 64
-	MaxEmail    = 254
+	MaxEmail = 254
 	// Passwords are at most 1024 characters (password.CheckStrength); a
 	// byte bound of four times that stops oversized input before any work.
 	maxPasswordBytes = 4 * 1024
@@ -75,6 +77,10 @@ type Service struct {
 	Logger       *zap.Logger
 	// Emit sends an audit event (Caddy's events app); nil sends none.
 	Emit func(name string, data map[string]any)
+
+	// PasswordMinScore is the zxcvbn score new passwords need (0 to 4; 0
+	// refuses none); see password.CheckGuessable.
+	PasswordMinScore int
 }
 
 // Attempt names who tries an account's secret (a password, a code): the
@@ -110,18 +116,26 @@ func (s *Service) Login(ctx context.Context, at Attempt, pw string) (accounts.Us
 // cost the same hashing time as wrong passwords, and both count as failures
 // of the attempt (see Attempt).
 func (s *Service) Verify(ctx context.Context, at Attempt, pw string) (accounts.User, error) {
-	username := at.Username
-	// Only the size is checked: a name that could never be registered is
-	// simply unknown, and costs as much as any other.
-	if username == "" || len(username) > 4*MaxUsername || pw == "" || len(pw) > maxPasswordBytes {
+	name := at.Username
+	if name == "" || len(name) > username.MaxInputBytes || pw == "" || len(pw) > maxPasswordBytes {
 		return accounts.User{}, ErrInvalidInput
 	}
-	subject := s.subject("login", username, at)
+	if badBytes(name, pw) {
+		return accounts.User{}, s.RefuseLogin(ctx, at)
+	}
+	// A name that could never be registered is simply unknown, and costs as
+	// much as any other.
+	canonical, nameErr := username.Canonical(name)
+	subject := s.subject("login", throttleName(name, canonical), at)
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		s.Metrics.Login(resultOf(err))
 		return accounts.User{}, err
 	}
-	u, err := s.Accounts.ByUsername(ctx, username)
+	var u accounts.User
+	err := error(accounts.ErrNotFound)
+	if nameErr == nil {
+		u, err = s.Accounts.ByName(ctx, canonical, name)
+	}
 	switch {
 	case errors.Is(err, accounts.ErrNotFound):
 		if err := s.Hasher.Burn(ctx); err != nil {
@@ -146,13 +160,73 @@ func (s *Service) Verify(ctx context.Context, at Attempt, pw string) (accounts.U
 	if rehash {
 		s.upgradeHash(ctx, u, pw)
 	}
-	s.forget(ctx, subject)
+	// An account that kept its exact name shares its counter with the one
+	// holding its canonical form: its own logins must not clear that.
+	if u.Canonical == canonical {
+		s.forget(ctx, subject)
+	}
+	return u, nil
+}
+
+// RefuseLogin answers a login whose request carries NUL or bytes that are
+// not UTF-8 in any parameter: it counts as a failed login of the attempt
+// (the name canonical when it has a canonical form), so that such requests
+// probe nothing for free. It returns ErrBadBytes, or why the failure could
+// not be counted.
+func (s *Service) RefuseLogin(ctx context.Context, at Attempt) error {
+	canonical, _ := username.Canonical(at.Username)
+	subject := s.subject("login", throttleName(at.Username, canonical), at)
+	if err := s.checkThrottle(ctx, subject); err != nil {
+		s.Metrics.Login(resultOf(err))
+		return err
+	}
+	err := s.fail(ctx, subject, ErrBadBytes)
+	s.Metrics.Login(resultOf(err))
+	return err
+}
+
+// throttleName is the name failures count against: the canonical form, so
+// that look-alikes share one counter, or the name as sent when it has none,
+// so that refused names count too.
+func throttleName(name, canonical string) string {
+	if canonical != "" {
+		return canonical
+	}
+	return name
+}
+
+// UserByName returns the account a name typed by someone names: ErrBadBytes
+// for NUL or invalid UTF-8, ErrUnknownUser when there is none (also when
+// the name has no canonical form).
+func (s *Service) UserByName(ctx context.Context, name string) (accounts.User, error) {
+	if username.BadBytes(name) {
+		return accounts.User{}, ErrBadBytes
+	}
+	canonical, err := username.Canonical(name)
+	if err != nil {
+		return accounts.User{}, ErrUnknownUser
+	}
+	u, err := s.Accounts.ByName(ctx, canonical, name)
+	if errors.Is(err, accounts.ErrNotFound) {
+		return accounts.User{}, ErrUnknownUser
+	}
+	if err != nil {
+		s.storeError(err)
+		return accounts.User{}, err
+	}
 	return u, nil
 }
 
 // StartSession starts a session for an account whose identity is already
 // established (after login, registration with autologin, password change).
+// An account whose name is refused (made before names were checked as they
+// are now) gets none, ErrUnknownUser: its name must not reach the upstream.
 func (s *Service) StartSession(ctx context.Context, u accounts.User) (string, sessions.Session, error) {
+	if u.Canonical == "" {
+		if _, err := username.Canonical(u.Username); err != nil {
+			return "", sessions.Session{}, ErrUnknownUser
+		}
+	}
 	token, sess, err := s.Sessions.Create(ctx, sessions.Session{
 		UserID: u.ID, Userhash: u.Userhash, Username: u.Username, Email: u.Email,
 	})
@@ -185,18 +259,22 @@ func (s *Service) Register(ctx context.Context, username, pw, email, ip string) 
 }
 
 // CreateUser creates an account whether or not registration is open (for
-// administrators).
-func (s *Service) CreateUser(ctx context.Context, username, pw, email, ip string) (accounts.User, error) {
+// administrators). The account is named by the canonical form of name.
+func (s *Service) CreateUser(ctx context.Context, name, pw, email, ip string) (accounts.User, error) {
+	if badBytes(name, pw, email) {
+		return accounts.User{}, ErrBadBytes
+	}
 	email = strings.TrimSpace(email)
-	if !validUsername(username) || !validEmail(email) || len(pw) > maxPasswordBytes {
+	canonical, err := username.Canonical(name)
+	if err != nil || !validEmail(email) || len(pw) > maxPasswordBytes {
 		return accounts.User{}, ErrInvalidInput
 	}
-	if err := password.CheckStrength(username, pw); err != nil {
+	if err := s.checkPassword(canonical, email, pw); err != nil {
 		return accounts.User{}, err
 	}
 	// Most duplicates are caught here, before paying for a hash; a
 	// concurrent registration of the same name is caught by the insert.
-	if _, err := s.Accounts.ByUsername(ctx, username); err == nil {
+	if _, err := s.Accounts.ByName(ctx, canonical, canonical); err == nil {
 		return accounts.User{}, ErrExists
 	} else if !errors.Is(err, accounts.ErrNotFound) {
 		s.storeError(err)
@@ -206,20 +284,25 @@ func (s *Service) CreateUser(ctx context.Context, username, pw, email, ip string
 	if err != nil {
 		return accounts.User{}, err
 	}
-	return s.insert(ctx, username, email, h, ip)
+	return s.insert(ctx, canonical, email, h, ip)
 }
 
 // ImportUser creates an account with a password hash from another system
-// (bcrypt or argon2id PHC); it is re-hashed at the first login.
-func (s *Service) ImportUser(ctx context.Context, username, hash, email string) (accounts.User, error) {
-	if !validUsername(username) || !validEmail(email) || !password.IsHash(hash) {
+// (bcrypt or argon2id PHC); it is re-hashed at the first login. The account
+// is named by the canonical form of name.
+func (s *Service) ImportUser(ctx context.Context, name, hash, email string) (accounts.User, error) {
+	if badBytes(name, hash, email) {
+		return accounts.User{}, ErrBadBytes
+	}
+	canonical, err := username.Canonical(name)
+	if err != nil || !validEmail(email) || !password.IsHash(hash) {
 		return accounts.User{}, ErrInvalidInput
 	}
-	return s.insert(ctx, username, email, hash, "")
+	return s.insert(ctx, canonical, email, hash, "")
 }
 
-func (s *Service) insert(ctx context.Context, username, email, hash, ip string) (accounts.User, error) {
-	u, err := s.Accounts.Create(ctx, username, email, hash)
+func (s *Service) insert(ctx context.Context, canonical, email, hash, ip string) (accounts.User, error) {
+	u, err := s.Accounts.Create(ctx, canonical, email, hash)
 	if errors.Is(err, accounts.ErrExists) {
 		return accounts.User{}, ErrExists
 	}
@@ -233,21 +316,21 @@ func (s *Service) insert(ctx context.Context, username, email, hash, ip string) 
 
 // RequestOTP mails a new OTP to the user and returns the account and the
 // request id that must come back with the code.
-func (s *Service) RequestOTP(ctx context.Context, username, ip string) (accounts.User, string, error) {
-	if username == "" || len(username) > 4*MaxUsername {
+func (s *Service) RequestOTP(ctx context.Context, name, ip string) (accounts.User, string, error) {
+	if name == "" || len(name) > username.MaxInputBytes {
 		return accounts.User{}, "", ErrInvalidInput
 	}
+	if username.BadBytes(name) {
+		return accounts.User{}, "", ErrBadBytes
+	}
 	// Each request sends a mail: count them all, so nobody can mail-bomb.
-	subject := throttle.Subject{Kind: "mail", Username: username, IP: ip}
+	canonical, _ := username.Canonical(name)
+	subject := throttle.Subject{Kind: "mail", Username: throttleName(name, canonical), IP: ip}
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		return accounts.User{}, "", err
 	}
-	u, err := s.Accounts.ByUsername(ctx, username)
-	if errors.Is(err, accounts.ErrNotFound) {
-		return accounts.User{}, "", ErrUnknownUser
-	}
+	u, err := s.UserByName(ctx, name)
 	if err != nil {
-		s.storeError(err)
 		return accounts.User{}, "", err
 	}
 	if u.Email == "" {
@@ -273,6 +356,9 @@ func (s *Service) RequestOTP(ctx context.Context, username, ip string) (accounts
 // session and OTP of the user. A weak password is refused before the OTP is
 // tried, so the user does not lose the code to a typo.
 func (s *Service) ResetWithOTP(ctx context.Context, userhash, reqid, code, newPassword, ip string) (accounts.User, error) {
+	if badBytes(userhash, reqid, code, newPassword) {
+		return accounts.User{}, ErrBadBytes
+	}
 	if len(userhash) > 64 || len(reqid) > 64 || len(code) > 16 || len(newPassword) > maxPasswordBytes {
 		return accounts.User{}, ErrInvalidInput
 	}
@@ -287,7 +373,7 @@ func (s *Service) ResetWithOTP(ctx context.Context, userhash, reqid, code, newPa
 		s.storeError(err)
 		return accounts.User{}, err
 	}
-	if err := password.CheckStrength(u.Username, newPassword); err != nil {
+	if err := s.checkPassword(u.Username, u.Email, newPassword); err != nil {
 		return accounts.User{}, err
 	}
 	subject := throttle.Subject{Kind: "otp", Username: u.Username, IP: ip, Code: true}
@@ -313,6 +399,9 @@ func (s *Service) ResetWithOTP(ctx context.Context, userhash, reqid, code, newPa
 // ResetWithToken sets a new password with a mailed reset token (the REST
 // dialect's recovery), spends the token, and ends every session of the user.
 func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip string) (accounts.User, error) {
+	if badBytes(token, newPassword) {
+		return accounts.User{}, ErrBadBytes
+	}
 	if len(token) > 128 || len(newPassword) > maxPasswordBytes {
 		return accounts.User{}, ErrInvalidInput
 	}
@@ -340,7 +429,7 @@ func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip str
 		s.storeError(err)
 		return accounts.User{}, err
 	}
-	if err := password.CheckStrength(u.Username, newPassword); err != nil {
+	if err := s.checkPassword(u.Username, u.Email, newPassword); err != nil {
 		return accounts.User{}, err
 	}
 	if spent, err := s.OneTime.ConsumeResetToken(ctx, token); err != nil || spent != id {
@@ -362,10 +451,13 @@ func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip str
 // established (by its session or its current password) and ends every
 // session of the user but the one with id keepID (empty: all of them).
 func (s *Service) ChangePassword(ctx context.Context, u accounts.User, newPassword, keepID, ip string) error {
+	if username.BadBytes(newPassword) {
+		return ErrBadBytes
+	}
 	if len(newPassword) > maxPasswordBytes {
 		return ErrInvalidInput
 	}
-	if err := password.CheckStrength(u.Username, newPassword); err != nil {
+	if err := s.checkPassword(u.Username, u.Email, newPassword); err != nil {
 		return err
 	}
 	if err := s.setPassword(ctx, u, newPassword, keepID); err != nil {
@@ -373,6 +465,30 @@ func (s *Service) ChangePassword(ctx context.Context, u accounts.User, newPasswo
 	}
 	s.audit("password_changed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("by", "password_change"))
 	return nil
+}
+
+// CheckNewPassword applies the password policy to a new password for the
+// account named name, as far as it can be judged without the account (the
+// reset page judges it before it may tell whether the account exists).
+func (s *Service) CheckNewPassword(name, pw string) error {
+	if c, err := username.Canonical(name); err == nil {
+		name = c
+	}
+	return s.checkPassword(name, "", pw)
+}
+
+// checkPassword applies the password policy to a new password of the account
+// named name (its canonical form) with the address email: length, not the
+// name, and not common or easily guessed, also from the name and address.
+func (s *Service) checkPassword(name, email, pw string) error {
+	if err := password.CheckStrength(name, pw); err != nil {
+		return err
+	}
+	inputs := []string{name, email}
+	if local, _, ok := strings.Cut(email, "@"); ok {
+		inputs = append(inputs, local)
+	}
+	return password.CheckGuessable(pw, s.PasswordMinScore, inputs...)
 }
 
 // MailResetLink mails the user a link with a new single-use reset token;
@@ -477,7 +593,10 @@ func (s *Service) NewDevice(u accounts.User) (string, time.Time) {
 	if s.Devices == nil {
 		return "", time.Time{}
 	}
-	return s.Devices.Issue(s.Throttle.UserKey(u.Username))
+	// Keyed like the throttle's subject of a login by this name (see
+	// throttleName), so that Verify finds it.
+	canonical, _ := username.Canonical(u.Username)
+	return s.Devices.Issue(s.Throttle.UserKey(throttleName(u.Username, canonical)))
 }
 
 // FreshLogin tells whether the session's login is recent enough (under
@@ -517,8 +636,11 @@ func (s *Service) forget(ctx context.Context, subject throttle.Subject) {
 func (s *Service) fail(_ context.Context, subject throttle.Subject, cause error) error {
 	if subject.Kind == "login" {
 		reason := "invalid_password"
-		if cause == ErrUnknownUser {
+		switch cause {
+		case ErrUnknownUser:
 			reason = "unknown_user"
+		case ErrBadBytes:
+			reason = "invalid_input"
 		}
 		s.audit("login_failed", subject.Username, subject.IP, zap.String("reason", reason))
 	}
@@ -573,28 +695,22 @@ func resultOf(err error) string {
 		return "invalid_password"
 	case errors.Is(err, ErrUnknownUser):
 		return "unknown_user"
+	case errors.Is(err, ErrBadBytes):
+		return "invalid_input"
 	default:
 		return "error"
 	}
 }
 
-// validUsername keeps names printable, short, and free of the characters that
-// the dialects use as separators (':' in Basic credentials, '/' in paths).
-func validUsername(name string) bool {
-	if name == "" || len(name) > 4*MaxUsername || !utf8.ValidString(name) ||
-		utf8.RuneCountInString(name) > MaxUsername {
-		return false
-	}
-	for _, r := range name {
-		if unicode.IsSpace(r) || !unicode.IsPrint(r) || r == ':' || r == '/' || r == '\\' {
-			return false
+// badBytes tells whether any of values holds NUL or is not UTF-8.
+func badBytes(values ...string) bool {
+	for _, v := range values {
+		if username.BadBytes(v) {
+			return true
 		}
 	}
-	return true
+	return false
 }
-
-// ValidUsername tells whether name is acceptable as a username.
-func ValidUsername(name string) bool { return validUsername(name) }
 
 func validEmail(email string) bool {
 	if email == "" {

@@ -28,7 +28,18 @@ import (
 // alone and that holds no C1 control and no character Windows' best-fit
 // mapping turns into a slash or backslash.
 func Canonical(raw string) bool {
-	_, ok := canonical(raw, false)
+	_, ok := canonical(raw, false, true)
+	return ok
+}
+
+// Structural reports whether raw is canonical in its structure (as
+// Canonical, but for the text it holds: escaped control bytes and any
+// non-ASCII text are allowed). It is the test for
+// the paths the gate answers itself and never forwards: there, only how the
+// path splits into segments matters, and a REST path may carry a username
+// typed in any form (the accounts package compares names canonically).
+func Structural(raw string) bool {
+	_, ok := canonical(raw, false, false)
 	return ok
 }
 
@@ -52,11 +63,17 @@ var escapeOK = func() (t [256]bool) {
 	return t
 }()
 
+// structureByte reports the bytes that, escaped, could change how a path
+// splits into segments for some upstream.
+func structureByte(b byte) bool {
+	return strings.IndexByte(`/\.;%?#`, b) >= 0
+}
+
 // canonical checks raw and, when decode is set or the check needs it,
 // returns its decoded form. Only a path with escapes is decoded, and only a
-// path with escaped non-ASCII bytes needs it for the check: the common path
-// costs no allocation.
-func canonical(raw string, decode bool) (string, bool) {
+// path with escaped non-ASCII bytes needs it for the check of its text
+// (skipped unless text is set): the common path costs no allocation.
+func canonical(raw string, decode, text bool) (string, bool) {
 	if raw == "" || raw[0] != '/' {
 		return "", false
 	}
@@ -74,7 +91,7 @@ func canonical(raw string, decode bool) (string, bool) {
 				return "", false
 			}
 			b, ok := unhex(raw[i+1], raw[i+2])
-			if !ok || !escapeOK[b] {
+			if !ok || !escapeOK[b] && (text || structureByte(b)) {
 				return "", false
 			}
 			escapes = true
@@ -91,6 +108,7 @@ func canonical(raw string, decode bool) (string, bool) {
 	if blank && raw[len(raw)-1] != '/' {
 		return "", false
 	}
+	nonASCII = nonASCII && text
 	if !escapes || !(decode || nonASCII) {
 		return raw, true
 	}
@@ -341,7 +359,7 @@ func (p *Patterns) Match(raw string) bool {
 	if len(p.list) == 0 {
 		return false
 	}
-	dec, ok := canonical(raw, true)
+	dec, ok := canonical(raw, true, true)
 	if !ok {
 		return false
 	}

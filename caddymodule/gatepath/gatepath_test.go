@@ -198,3 +198,31 @@ func TestMatchAllocations(t *testing.T) {
 		}
 	}
 }
+
+// Structural differs from Canonical only in the text of non-ASCII
+// characters, which matters to an upstream but not to the gate's own
+// endpoints.
+func TestStructural(t *testing.T) {
+	for _, tc := range []struct {
+		name, raw             string
+		structural, canonical bool
+	}{
+		{"plain", "/api/user/account/ada", true, true},
+		{"fullwidth name", "/api/user/account/%EF%BC%A1%EF%BC%A4%EF%BC%A1", true, false},
+		{"best-fit yen", "/api/user/account/%C2%A5", true, false},
+		{"invalid utf-8", "/api/user/account/%FF", true, false},
+		{"escaped NUL", "/api/user/account/a%00b", true, false},
+		{"escaped slash", "/api/user/account/..%2Fx", false, false},
+		{"dot dot", "/api/user/../x", false, false},
+		{"semicolon", "/auth/users/login;x", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := gatepath.Structural(tc.raw); got != tc.structural {
+				t.Errorf("Structural(%q) = %v, want %v", tc.raw, got, tc.structural)
+			}
+			if got := gatepath.Canonical(tc.raw); got != tc.canonical {
+				t.Errorf("Canonical(%q) = %v, want %v", tc.raw, got, tc.canonical)
+			}
+		})
+	}
+}

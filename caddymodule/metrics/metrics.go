@@ -21,6 +21,7 @@ type Metrics struct {
 	mails       *prometheus.CounterVec
 	hashSeconds prometheus.Histogram
 	storeErrors *prometheus.CounterVec
+	conflicts   *prometheus.GaugeVec
 }
 
 // New makes the collectors and registers them in reg. Caddy gives every
@@ -31,7 +32,7 @@ func New(reg prometheus.Registerer, hashMemory func() int64) (*Metrics, error) {
 	const ns = "authgate"
 	m := &Metrics{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "logins_total",
-			Help: "Login attempts by result (success, invalid_password, unknown_user, throttled, error)."}, []string{"result"}),
+			Help: "Login attempts by result (success, invalid_password, unknown_user, invalid_input, throttled, error)."}, []string{"result"}),
 		gate: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gate_decisions_total",
 			Help: "Gate decisions by outcome (allowed, redirected, denied, public, unavailable)."}, []string{"decision"}),
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "throttled_total",
@@ -43,6 +44,9 @@ func New(reg prometheus.Registerer, hashMemory func() int64) (*Metrics, error) {
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5}}),
 		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
 			Help: "Failed store operations by store (postgres, redis)."}, []string{"store"}),
+		conflicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "username_conflicts",
+			Help: "Accounts without a canonical username, as found at start: taken (an older account holds it; they log in by their exact name) or refused (they cannot log in until renamed)."},
+			[]string{"reason"}),
 	}
 	m.decisions = map[string]prometheus.Counter{}
 	for _, d := range []string{"allowed", "redirected", "denied", "public", "unavailable"} {
@@ -51,7 +55,7 @@ func New(reg prometheus.Registerer, hashMemory func() int64) (*Metrics, error) {
 	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "password_hash_memory_bytes",
 		Help: "Working memory the password hashing threads keep between hashes (one hash's per recently busy core, none after 30 s without any)."},
 		func() float64 { return float64(hashMemory()) })
-	for _, c := range []prometheus.Collector{m.logins, m.gate, m.throttled, m.mails, m.hashSeconds, m.storeErrors, held} {
+	for _, c := range []prometheus.Collector{m.logins, m.gate, m.throttled, m.mails, m.hashSeconds, m.storeErrors, m.conflicts, held} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
@@ -103,5 +107,13 @@ func (m *Metrics) HashTime(d time.Duration) {
 func (m *Metrics) StoreError(store string) {
 	if m != nil {
 		m.storeErrors.WithLabelValues(store).Inc()
+	}
+}
+
+// UsernameConflicts records how many accounts lack a canonical username,
+// by reason (taken, refused).
+func (m *Metrics) UsernameConflicts(reason string, n int) {
+	if m != nil {
+		m.conflicts.WithLabelValues(reason).Set(float64(n))
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authgate/authgate/caddymodule/store"
+	"github.com/authgate/authgate/caddymodule/username"
 )
 
 // ErrInvalid is returned for a wrong, expired, used or over-guessed secret.
@@ -95,10 +96,14 @@ func newReqid() (string, error) {
 // either way: a userhash of the same shape, the same for the name at every
 // request as a real one is, and a fresh request id. Nothing is stored; a
 // code sent with them is simply wrong.
-func (s *Store) Decoy(username string) (userhash, reqid string, err error) {
+func (s *Store) Decoy(name string) (userhash, reqid string, err error) {
+	// In canonical form, as accounts compare names: "Bob" and "ｂｏｂ" are
+	// one name, and must get one decoy as they would get one account.
+	if c, err := username.Canonical(name); err == nil {
+		name = c
+	}
 	m := hmac.New(sha256.New, s.key)
-	// Lower case, as accounts compare names: "Bob" and "bob" are one name.
-	m.Write([]byte("decoy userhash\x00" + strings.ToLower(username)))
+	m.Write([]byte("decoy userhash\x00" + name))
 	reqid, err = newReqid()
 	return hex.EncodeToString(m.Sum(nil)[:16]), reqid, err
 }

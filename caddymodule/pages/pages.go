@@ -16,7 +16,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/caddymodule/auth"
-	"github.com/authgate/authgate/caddymodule/password"
 	"github.com/authgate/authgate/caddymodule/web"
 )
 
@@ -66,8 +65,13 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 	default:
 		return false
 	}
+	unreadable := func(status int) bool {
+		p.render(w, status, "message", view{Heading: "Request refused", Error: "The form could not be read."})
+		return true
+	}
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
+		_ = r.ParseForm() // the query alone; what does not parse is absent
 	case http.MethodPost:
 		if !web.SameOrigin(r) {
 			p.render(w, http.StatusForbidden, "message", view{Heading: "Request refused",
@@ -75,12 +79,24 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 			return true
 		}
 		if err := r.ParseForm(); err != nil {
-			p.render(w, http.StatusBadRequest, "message", view{Heading: "Request refused", Error: "The form could not be read."})
-			return true
+			return unreadable(http.StatusBadRequest)
 		}
 	default:
 		w.Header().Set("Allow", "GET, HEAD, POST")
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return true
+	}
+	if web.BadValues(r.Form) {
+		err := error(auth.ErrBadBytes)
+		if page := strings.Trim(name, "/"); r.Method == http.MethodPost && (page == "login" || page == "") {
+			// Probing with bad bytes costs a failed login like any other.
+			err = p.Service.RefuseLogin(r.Context(), p.Cookie.Attempt(r, r.PostFormValue("username")))
+		}
+		if errors.Is(err, auth.ErrBadBytes) {
+			return unreadable(web.Failure(w, r, p.Logger, err))
+		}
+		status, msg := p.explain(w, r, err)
+		p.render(w, status, "message", view{Heading: "Request refused", Error: msg})
 		return true
 	}
 	serve(w, r)
@@ -133,7 +149,7 @@ func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, auth.ErrExists):
 			status, v.Error = http.StatusConflict, "That username is taken. Choose another, or log in."
 		case errors.Is(err, auth.ErrInvalidInput):
-			status, v.Error = http.StatusBadRequest, "Usernames are 1 to 64 characters without spaces, ':' or '/'; the email must be a plain address."
+			status, v.Error = http.StatusBadRequest, `Usernames are 1 to 64 characters of one script, without spaces or any of , ; " < > : / \; the email must be a plain address.`
 		default:
 			status, v.Error = p.explain(w, r, err)
 		}
@@ -196,7 +212,7 @@ func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
 		// A weak password is told apart here, before the code step can tell
 		// a decoy (no such account: "wrong code") from an account (the
 		// service checks the password before the code).
-		err := password.CheckStrength(v.Username, pw)
+		err := p.Service.CheckNewPassword(v.Username, pw)
 		if err == nil {
 			_, err = p.Service.ResetWithOTP(r.Context(), v.Userhash, v.Reqid, strings.TrimSpace(r.PostFormValue("otp")), pw, ip)
 		}
@@ -265,7 +281,7 @@ func (p *Pages) explain(w http.ResponseWriter, r *http.Request, err error) (int,
 
 var sharedWords = map[int]string{
 	http.StatusBadRequest:          "Some fields are missing or too long.",
-	http.StatusUnprocessableEntity: "Choose a password of 8 to 1024 characters that is not your username.",
+	http.StatusUnprocessableEntity: "Choose a password of 8 to 1024 characters that is not your username and not a common password.",
 	http.StatusServiceUnavailable:  "The service is unavailable right now. Try again in a minute.",
 	http.StatusInternalServerError: "Something went wrong on our side. Try again later.",
 }

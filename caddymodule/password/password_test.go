@@ -580,3 +580,78 @@ func TestHashThreadsReleaseMemoryWhenIdle(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestCheckGuessable(t *testing.T) {
+	tests := []struct {
+		name, password string
+		inputs         []string
+		ok             bool
+	}{
+		// Refused by the default score.
+		{"digits in a row", "12345678", nil, false},
+		{"password", "password", nil, false},
+		{"capital and digit", "Password1", nil, false},
+		{"keyboard row", "qwertyuiop", nil, false},
+		{"common with a symbol", "letmein!", nil, false},
+		{"word and digits", "monkey123", nil, false},
+		{"l33t spelling", "p@ssw0rd", nil, false},
+		{"repeated word", "abcabcabcabc", nil, false},
+		{"a date", "19/12/1987", nil, false},
+		{"the username and a digit", "frederika1", []string{"frederika", "fred@example.com"}, false},
+		{"the email address", "fred@example.com", []string{"frederika", "fred@example.com"}, false},
+		{"the email's local part twice", "fredfredfred", []string{"frederika", "fred@example.com", "fred"}, false},
+		{"a long email address", "frederika.longname@example.com", []string{"frederika", "frederika.longname@example.com"}, false},
+		// Passed.
+		{"8 random letters", "kjhgqpwz", nil, true},
+		{"8 other random letters", "zqxjvbmw", nil, true},
+		{"passphrase", "correct horse battery staple", nil, true},
+		{"short passphrase", "purple elephant dances", nil, true},
+		{"sentence", "my dog likes cheese", nil, true},
+		{"random mix", "tr0ub4dor&3", nil, true},
+		{"non-Latin", "пароль мой кот", nil, true},
+		// Only the first GuessWindow characters are read.
+		{"weak start, strong end", "passwordpassword" + "kjhgqpwz-zqxjvbmw", nil, false},
+		{"strong start, weak end", "kjhgqpwz-zqxjvbmw" + strings.Repeat("a", 1000), nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckGuessable(tt.password, DefaultMinScore, tt.inputs...)
+			if (err == nil) != tt.ok {
+				t.Fatalf("CheckGuessable() = %v, want ok=%v", err, tt.ok)
+			}
+			// One message for all: it tells nothing of the password.
+			if err != nil && (!errors.Is(err, ErrTooWeak) || err.Error() != "password too weak: a common password, or too easily guessed") {
+				t.Errorf("error %q", err)
+			}
+		})
+	}
+	t.Run("score 0 refuses nothing", func(t *testing.T) {
+		if err := CheckGuessable("password", 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("score 4 refuses 8 random letters", func(t *testing.T) {
+		if err := CheckGuessable("kjhgqpwz", 4); err == nil {
+			t.Fatal("accepted")
+		}
+	})
+}
+
+// The costliest passwords for zxcvbn are long ones with many distinct l33t
+// characters; CheckGuessable reads GuessWindow characters of them. Run with
+// -bench CheckGuessable to see what a 1024-character one costs.
+func BenchmarkCheckGuessable(b *testing.B) {
+	leet := strings.Repeat("4@({[<691!|7$5+0%2380", 50)[:1024]
+	for name, pw := range map[string]string{
+		"1024 l33t characters":   leet,
+		"1024 printable":         strings.Repeat(`Kx9!q#Vz&2mP;tR@w7^Lc*Y(e)4N_u+H=jB{8}[G]|s\"`, 23)[:1024],
+		"1024 digits and dates":  strings.Repeat("19/12/1987-0.5_", 70)[:1024],
+		"16 distinct l33t chars": "4@({[<691!|7$5+0",
+	} {
+		b.Run(name, func(b *testing.B) {
+			for b.Loop() {
+				_ = CheckGuessable(pw, DefaultMinScore, "someone", "someone@example.com")
+			}
+		})
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/authgate/authgate/caddymodule/accounts"
 	"github.com/authgate/authgate/caddymodule/auth"
 	"github.com/authgate/authgate/caddymodule/sessions"
+	"github.com/authgate/authgate/caddymodule/username"
 	"github.com/authgate/authgate/caddymodule/web"
 )
 
@@ -39,7 +40,7 @@ const (
 	msgUnknownUIDType  = "Unknown uid type"
 	msgUserNotFound    = "User not found"
 	msgLoggedOut       = "Logged out"
-	msgWeak            = "Password must be 8 to 1024 characters and not the username"
+	msgWeak            = "Password must be 8 to 1024 characters, not the username and not a common password"
 )
 
 // API serves the REST dialect of one site.
@@ -64,6 +65,11 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, rest string) {
 	// any site could post here; browsers say where they come from.
 	if r.Method != http.MethodGet && r.Method != http.MethodHead && !web.SameOrigin(r) {
 		reply(w, http.StatusForbidden, false, "Cross-site request refused")
+		return
+	}
+	// Path segments are parameters too ({username}, {id}).
+	if username.BadBytes(rest) {
+		a.fail(w, r, auth.ErrBadBytes)
 		return
 	}
 	parts := strings.Split(strings.Trim(rest, "/"), "/")
@@ -114,6 +120,8 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 		}
 		u, token, sess, err := a.Service.Login(r.Context(), a.Cookie.Attempt(r, username), password)
 		switch {
+		case errors.Is(err, auth.ErrBadBytes):
+			a.fail(w, r, err)
 		case errors.Is(err, auth.ErrInvalidPassword), errors.Is(err, auth.ErrUnknownUser), errors.Is(err, auth.ErrInvalidInput):
 			reply(w, http.StatusOK, false, msgBadCredentials)
 		case err != nil:
@@ -135,18 +143,21 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 	a.user(w, http.StatusOK, sess.UserID, sess.Username, msgLoginOK)
 }
 
-func (a *API) register(w http.ResponseWriter, r *http.Request, username string) {
+func (a *API) register(w http.ResponseWriter, r *http.Request, name string) {
 	p, ok := a.params(w, r)
 	if !ok {
 		return
 	}
 	password, email := p.String("password"), strings.TrimSpace(p.String("email"))
-	if username == "" || password == "" || email == "" {
+	if name == "" || password == "" || email == "" {
 		reply(w, http.StatusOK, false, msgEmpty)
 		return
 	}
-	u, err := a.Service.Register(r.Context(), username, password, email, web.ClientIP(r))
+	u, err := a.Service.Register(r.Context(), name, password, email, web.ClientIP(r))
 	switch {
+	case errors.Is(err, auth.ErrBadBytes):
+		a.fail(w, r, err)
+		return
 	case errors.Is(err, auth.ErrExists):
 		reply(w, http.StatusOK, false, msgExists)
 		return
@@ -178,8 +189,13 @@ var errStaleSession = errors.New("session needs the current password")
 // path must name, if it names one) together with current_password, or by a
 // session whose login is fresh (auth.ReauthWindow).
 func (a *API) changePassword(w http.ResponseWriter, r *http.Request, pathID string) {
-	p, ok := a.params(w, r)
-	if !ok {
+	p, err := web.ReadParams(w, r)
+	if errors.Is(err, auth.ErrBadBytes) && web.HasBasic(r) {
+		// The credentials were to be checked: count it as a failed login.
+		name, _, _ := web.BasicCredentials(r)
+		err = a.Service.RefuseLogin(r.Context(), a.Cookie.Attempt(r, name))
+	}
+	if !a.paramsRead(w, r, err) {
 		return
 	}
 	password, token := p.String("password"), p.String("token")
@@ -198,7 +214,6 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, pathID stri
 	}
 	ip := web.ClientIP(r)
 	var u accounts.User
-	var err error
 	keep := ""
 	switch {
 	case web.HasBasic(r):
@@ -239,6 +254,9 @@ func (a *API) changePassword(w http.ResponseWriter, r *http.Request, pathID stri
 		}
 	}
 	switch {
+	case errors.Is(err, auth.ErrBadBytes):
+		a.fail(w, r, err)
+		return
 	case errors.Is(err, auth.ErrInvalidCode), errors.Is(err, auth.ErrInvalidPassword),
 		errors.Is(err, auth.ErrUnknownUser), errors.Is(err, auth.ErrInvalidInput),
 		errors.Is(err, accounts.ErrNotFound), errors.Is(err, errStaleSession):
@@ -276,12 +294,12 @@ func (a *API) recover(w http.ResponseWriter, r *http.Request, id string) {
 		}
 		u, err = a.Service.Accounts.ByID(r.Context(), n)
 	case "username":
-		u, err = a.Service.Accounts.ByUsername(r.Context(), id)
+		u, err = a.Service.UserByName(r.Context(), id)
 	default:
 		reply(w, http.StatusOK, false, msgUnknownUIDType)
 		return
 	}
-	if errors.Is(err, accounts.ErrNotFound) {
+	if errors.Is(err, accounts.ErrNotFound) || errors.Is(err, auth.ErrUnknownUser) {
 		reply(w, http.StatusOK, false, msgUserNotFound)
 		return
 	}
@@ -325,6 +343,10 @@ func (a *API) resetLink(token string) string {
 
 func (a *API) startSession(w http.ResponseWriter, r *http.Request, u accounts.User) bool {
 	token, sess, err := a.Service.StartSession(r.Context(), u)
+	if errors.Is(err, auth.ErrUnknownUser) { // a name refused since it was made
+		reply(w, http.StatusOK, false, msgUnauthorized)
+		return false
+	}
 	if err != nil {
 		a.fail(w, r, err)
 		return false
@@ -351,11 +373,21 @@ func (a *API) session(w http.ResponseWriter, r *http.Request) (sess sessions.Ses
 
 func (a *API) params(w http.ResponseWriter, r *http.Request) (web.Params, bool) {
 	p, err := web.ReadParams(w, r)
-	if err != nil {
+	return p, a.paramsRead(w, r, err)
+}
+
+// paramsRead answers the failure of web.ReadParams, if any, and tells
+// whether the parameters may be used.
+func (a *API) paramsRead(w http.ResponseWriter, r *http.Request, err error) bool {
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, web.ErrBadInput):
 		reply(w, http.StatusBadRequest, false, "Invalid request body: send a JSON object of at most 64 KiB")
-		return p, false
+	default: // bad bytes, or what counting them as a failed login met
+		a.fail(w, r, err)
 	}
-	return p, true
+	return false
 }
 
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {

@@ -85,6 +85,14 @@ func (a *API) Serve(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	p, err := web.ReadParams(w, r)
+	if errors.Is(err, auth.ErrBadBytes) {
+		if strings.TrimSuffix(name, "/") == "login" {
+			// Probing with bad bytes costs a failed login like any other.
+			err = a.Service.RefuseLogin(r.Context(), a.Cookie.Attempt(r, p.String("username")))
+		}
+		a.fail(w, r, err)
+		return
+	}
 	if err != nil {
 		Fail(w, http.StatusBadRequest, InvalidInput)
 		return

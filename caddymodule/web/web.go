@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -22,6 +23,7 @@ import (
 	"github.com/authgate/authgate/caddymodule/auth"
 	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/store"
+	"github.com/authgate/authgate/caddymodule/username"
 )
 
 // MaxBody is the largest request body any endpoint reads.
@@ -186,15 +188,22 @@ func (p Params) Bool(name string) bool {
 // a body that parses as a JSON object is JSON whatever its Content-Type says
 // (the dialects' clients mislabel it), anything else is read as a form.
 // Body values win over query values.
+//
+// A parameter holding NUL or bytes that are not UTF-8 (also as a JSON escape
+// of half a surrogate pair, which Go's decoder would silently replace) makes
+// it return auth.ErrBadBytes, with the parameters read, so that a login can
+// still be counted as a failure.
 func ReadParams(w http.ResponseWriter, r *http.Request) (Params, error) {
 	p := Params{values: map[string]string{}}
-	for k, v := range r.URL.Query() {
+	query := r.URL.Query()
+	bad := BadValues(query)
+	for k, v := range query {
 		if len(v) > 0 {
 			p.values[k] = v[0]
 		}
 	}
 	if r.Body == nil || r.Body == http.NoBody {
-		return p, nil
+		return p, badBytes(bad)
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
@@ -202,10 +211,14 @@ func ReadParams(w http.ResponseWriter, r *http.Request) (Params, error) {
 	}
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
-		return p, nil
+		return p, badBytes(bad)
 	}
 	if trimmed[0] == '{' || trimmed[0] == '[' || isJSONType(r) {
-		return p, p.fromJSON(trimmed)
+		jsonBad, err := p.fromJSON(trimmed)
+		if err != nil {
+			return p, err
+		}
+		return p, badBytes(bad || jsonBad)
 	}
 	form, err := url.ParseQuery(string(trimmed))
 	if err != nil {
@@ -216,17 +229,46 @@ func ReadParams(w http.ResponseWriter, r *http.Request) (Params, error) {
 			p.values[k] = v[0]
 		}
 	}
-	return p, nil
+	return p, badBytes(bad || BadValues(form))
 }
 
-func (p Params) fromJSON(body []byte) error {
+func badBytes(bad bool) error {
+	if bad {
+		return auth.ErrBadBytes
+	}
+	return nil
+}
+
+// BadValues tells whether any name or value of a form holds NUL or bytes
+// that are not UTF-8.
+func BadValues(form url.Values) bool {
+	for k, vs := range form {
+		if username.BadBytes(k) {
+			return true
+		}
+		for _, v := range vs {
+			if username.BadBytes(v) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fromJSON reads a JSON object's scalar members; bad tells whether the text
+// holds NUL or anything that is not UTF-8.
+func (p Params) fromJSON(body []byte) (bad bool, err error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	var obj map[string]any
 	if err := dec.Decode(&obj); err != nil || dec.More() {
-		return ErrBadInput
+		return false, ErrBadInput
 	}
+	bad = !utf8.Valid(body) || halfSurrogate(body)
 	for k, v := range obj {
+		if s, ok := v.(string); (ok && username.BadBytes(s)) || username.BadBytes(k) {
+			bad = true
+		}
 		switch v := v.(type) {
 		case string:
 			p.values[k] = v
@@ -238,7 +280,43 @@ func (p Params) fromJSON(body []byte) error {
 			delete(p.values, k)
 		}
 	}
-	return nil
+	return bad, nil
+}
+
+// halfSurrogate tells whether a JSON text escapes half of a UTF-16
+// surrogate pair (\ud800 alone), which encodes no character.
+func halfSurrogate(body []byte) bool {
+	for i := 0; i < len(body); i++ {
+		if body[i] != '\\' {
+			continue
+		}
+		i++ // the escaped character; an escaped backslash is skipped whole
+		r, ok := escapedUnit(body, i)
+		if !ok {
+			continue
+		}
+		i += 4
+		switch {
+		case r >= 0xdc00 && r <= 0xdfff:
+			return true
+		case r >= 0xd800 && r <= 0xdbff:
+			low, ok := escapedUnit(body, i+2)
+			if !ok || body[i+1] != '\\' || low < 0xdc00 || low > 0xdfff {
+				return true
+			}
+			i += 6
+		}
+	}
+	return false
+}
+
+// escapedUnit reads the UTF-16 unit of a \uXXXX escape whose u is at body[i].
+func escapedUnit(body []byte, i int) (rune, bool) {
+	if i+4 >= len(body) || body[i] != 'u' {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(string(body[i+1:i+5]), 16, 16)
+	return rune(v), err == nil
 }
 
 func isJSONType(r *http.Request) bool {
