@@ -290,10 +290,10 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 	if err := a.reportNames(ctx); err != nil {
 		return nil, err
 	}
-	return &auth.Service{
+	return auth.New(auth.Config{
 		Accounts: a.stores.accounts,
 		Sessions: a.stores.sessions,
-		OneTime:  onetime.New(rdb, a.RedisPrefix, secret, time.Duration(a.OTPTTL)),
+		Codes:    onetime.New(rdb, a.RedisPrefix, secret, time.Duration(a.OTPTTL)),
 		Throttle: throttle.New(rdb, a.RedisPrefix, secret, throttle.Limits{
 			User:  a.ThrottleUser.limit(),
 			IP:    a.ThrottleIP.limit(),
@@ -309,7 +309,7 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 		Emit:         a.emit,
 
 		PasswordMinScore: *a.PasswordMinScore,
-	}, nil
+	}), nil
 }
 
 // reportNames tells the operator, at every start, of the accounts without a

@@ -14,7 +14,6 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
-	"go.uber.org/zap"
 	"golang.org/x/term"
 
 	"github.com/authgate/authgate/caddymodule/accounts"
@@ -162,7 +161,7 @@ func cliSessions(ctx context.Context, cmd *cobra.Command, svc *auth.Service, use
 	if err != nil {
 		return explainCLI(err)
 	}
-	list, err := svc.Sessions.List(ctx, u.Userhash)
+	list, err := svc.ListSessions(ctx, u)
 	if err != nil {
 		return err
 	}
@@ -180,11 +179,10 @@ func cliRevoke(ctx context.Context, cmd *cobra.Command, svc *auth.Service, usern
 	if err != nil {
 		return explainCLI(err)
 	}
-	n, err := svc.Sessions.RevokeUser(ctx, u.Userhash, "")
+	n, err := svc.RevokeSessions(ctx, u, "cli")
 	if err != nil {
 		return err
 	}
-	svc.Logger.Info("sessions revoked", zap.String("username", u.Username), zap.Int("sessions", n), zap.String("by", "cli"))
 	fmt.Fprintf(cmd.OutOrStdout(), "ended %d session(s) of %s\n", n, u.Username)
 	return nil
 }

@@ -242,14 +242,14 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 	if token == "" {
 		return h.deny(w, r)
 	}
-	sess, err := svc.Sessions.Lookup(r.Context(), token)
+	sess, err := svc.Authenticate(r.Context(), token)
 	if errors.Is(err, sessions.ErrNotFound) {
 		return h.deny(w, r)
 	}
 	if err != nil {
-		// Fail closed: without Redis nobody passes.
+		// Fail closed: without Redis nobody passes. The service has
+		// counted the store's error.
 		h.app.metrics.Gate("unavailable")
-		h.app.metrics.StoreError("redis")
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
 	h.app.metrics.Gate("allowed")

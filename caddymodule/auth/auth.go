@@ -15,9 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/caddymodule/accounts"
-	"github.com/authgate/authgate/caddymodule/device"
 	"github.com/authgate/authgate/caddymodule/mail"
-	"github.com/authgate/authgate/caddymodule/metrics"
 	"github.com/authgate/authgate/caddymodule/onetime"
 	"github.com/authgate/authgate/caddymodule/password"
 	"github.com/authgate/authgate/caddymodule/sessions"
@@ -60,27 +58,23 @@ const (
 	maxPasswordBytes = 4 * 1024
 )
 
-// Service performs account operations. Its fields are set once at start.
+// Service performs account operations. Build it with New; it is safe for
+// concurrent use.
 type Service struct {
-	Accounts *accounts.Store
-	Sessions *sessions.Store
-	OneTime  *onetime.Store
-	Throttle *throttle.Limiter
-	// Devices signs and checks device cookies; nil honours none.
-	Devices  *device.Signer
-	Hasher   *password.Hasher
-	Mailer   mail.Mailer
-	MailFrom string
-	// Registration tells whether anyone may create an account.
-	Registration bool
-	Metrics      *metrics.Metrics
-	Logger       *zap.Logger
-	// Emit sends an audit event (Caddy's events app); nil sends none.
-	Emit func(name string, data map[string]any)
-
-	// PasswordMinScore is the zxcvbn score new passwords need (0 to 4; 0
-	// refuses none); see password.CheckGuessable.
-	PasswordMinScore int
+	accounts         Accounts
+	sessions         Sessions
+	codes            Codes
+	throttle         Throttle
+	devices          Devices // nil: no device cookie is honoured
+	hasher           Hasher
+	mailer           Mailer
+	mailFrom         string
+	registration     bool
+	passwordMinScore int
+	metrics          Metrics
+	logger           *zap.Logger
+	emit             func(name string, data map[string]any) // nil: none
+	now              func() time.Time
 }
 
 // Attempt names who tries an account's secret (a password, a code): the
@@ -107,7 +101,7 @@ func (s *Service) Login(ctx context.Context, at Attempt, pw string) (accounts.Us
 	if err != nil {
 		return accounts.User{}, "", sessions.Session{}, err
 	}
-	s.Metrics.Login("success")
+	s.metrics.Login("success")
 	s.audit("login_succeeded", u.Username, at.IP, zap.Int64("user_id", u.ID), zap.String("session", sessions.FormatID(sess.ID)))
 	return u, token, sess, nil
 }
@@ -128,33 +122,33 @@ func (s *Service) Verify(ctx context.Context, at Attempt, pw string) (accounts.U
 	canonical, nameErr := username.Canonical(name)
 	subject := s.subject("login", throttleName(name, canonical), at)
 	if err := s.checkThrottle(ctx, subject); err != nil {
-		s.Metrics.Login(resultOf(err))
+		s.metrics.Login(resultOf(err))
 		return accounts.User{}, err
 	}
 	var u accounts.User
 	err := error(accounts.ErrNotFound)
 	if nameErr == nil {
-		u, err = s.Accounts.ByName(ctx, canonical, name)
+		u, err = s.accounts.ByName(ctx, canonical, name)
 	}
 	switch {
 	case errors.Is(err, accounts.ErrNotFound):
-		if err := s.Hasher.Burn(ctx); err != nil {
+		if err := s.hasher.Burn(ctx); err != nil {
 			return accounts.User{}, err
 		}
 		err = s.fail(ctx, subject, ErrUnknownUser)
-		s.Metrics.Login(resultOf(err))
+		s.metrics.Login(resultOf(err))
 		return accounts.User{}, err
 	case err != nil:
 		s.storeError(err)
 		return accounts.User{}, err
 	}
-	ok, rehash, err := s.Hasher.Verify(ctx, pw, u.PasswordHash)
+	ok, rehash, err := s.hasher.Verify(ctx, pw, u.PasswordHash)
 	if err != nil {
 		return accounts.User{}, fmt.Errorf("verifying password of user %d: %w", u.ID, err)
 	}
 	if !ok {
 		err = s.fail(ctx, subject, ErrInvalidPassword)
-		s.Metrics.Login(resultOf(err))
+		s.metrics.Login(resultOf(err))
 		return accounts.User{}, err
 	}
 	if rehash {
@@ -177,11 +171,11 @@ func (s *Service) RefuseLogin(ctx context.Context, at Attempt) error {
 	canonical, _ := username.Canonical(at.Username)
 	subject := s.subject("login", throttleName(at.Username, canonical), at)
 	if err := s.checkThrottle(ctx, subject); err != nil {
-		s.Metrics.Login(resultOf(err))
+		s.metrics.Login(resultOf(err))
 		return err
 	}
 	err := s.fail(ctx, subject, ErrBadBytes)
-	s.Metrics.Login(resultOf(err))
+	s.metrics.Login(resultOf(err))
 	return err
 }
 
@@ -206,7 +200,7 @@ func (s *Service) UserByName(ctx context.Context, name string) (accounts.User, e
 	if err != nil {
 		return accounts.User{}, ErrUnknownUser
 	}
-	u, err := s.Accounts.ByName(ctx, canonical, name)
+	u, err := s.accounts.ByName(ctx, canonical, name)
 	if errors.Is(err, accounts.ErrNotFound) {
 		return accounts.User{}, ErrUnknownUser
 	}
@@ -227,7 +221,7 @@ func (s *Service) StartSession(ctx context.Context, u accounts.User) (string, se
 			return "", sessions.Session{}, ErrUnknownUser
 		}
 	}
-	token, sess, err := s.Sessions.Create(ctx, sessions.Session{
+	token, sess, err := s.sessions.Create(ctx, sessions.Session{
 		UserID: u.ID, Userhash: u.Userhash, Username: u.Username, Email: u.Email,
 	})
 	if err != nil {
@@ -239,20 +233,20 @@ func (s *Service) StartSession(ctx context.Context, u accounts.User) (string, se
 // upgradeHash replaces an imported or outdated hash with one of the current
 // cost. A failure leaves the old, still valid hash in place.
 func (s *Service) upgradeHash(ctx context.Context, u accounts.User, pw string) {
-	h, err := s.Hasher.Hash(ctx, pw)
+	h, err := s.hasher.Hash(ctx, pw)
 	if err == nil {
-		err = s.Accounts.SetPassword(ctx, u.ID, h)
+		err = s.accounts.SetPassword(ctx, u.ID, h)
 	}
 	if err != nil {
-		s.Logger.Warn("re-hashing password", zap.Int64("user_id", u.ID), zap.Error(err))
+		s.logger.Warn("re-hashing password", zap.Int64("user_id", u.ID), zap.Error(err))
 		return
 	}
-	s.Logger.Info("password re-hashed with current parameters", zap.Int64("user_id", u.ID))
+	s.logger.Info("password re-hashed with current parameters", zap.Int64("user_id", u.ID))
 }
 
 // Register creates an account, when registration is open.
 func (s *Service) Register(ctx context.Context, username, pw, email, ip string) (accounts.User, error) {
-	if !s.Registration {
+	if !s.registration {
 		return accounts.User{}, ErrRegistrationClosed
 	}
 	return s.CreateUser(ctx, username, pw, email, ip)
@@ -274,13 +268,13 @@ func (s *Service) CreateUser(ctx context.Context, name, pw, email, ip string) (a
 	}
 	// Most duplicates are caught here, before paying for a hash; a
 	// concurrent registration of the same name is caught by the insert.
-	if _, err := s.Accounts.ByName(ctx, canonical, canonical); err == nil {
+	if _, err := s.accounts.ByName(ctx, canonical, canonical); err == nil {
 		return accounts.User{}, ErrExists
 	} else if !errors.Is(err, accounts.ErrNotFound) {
 		s.storeError(err)
 		return accounts.User{}, err
 	}
-	h, err := s.Hasher.Hash(ctx, pw)
+	h, err := s.hasher.Hash(ctx, pw)
 	if err != nil {
 		return accounts.User{}, err
 	}
@@ -302,7 +296,7 @@ func (s *Service) ImportUser(ctx context.Context, name, hash, email string) (acc
 }
 
 func (s *Service) insert(ctx context.Context, canonical, email, hash, ip string) (accounts.User, error) {
-	u, err := s.Accounts.Create(ctx, canonical, email, hash)
+	u, err := s.accounts.Create(ctx, canonical, email, hash)
 	if errors.Is(err, accounts.ErrExists) {
 		return accounts.User{}, ErrExists
 	}
@@ -336,16 +330,16 @@ func (s *Service) RequestOTP(ctx context.Context, name, ip string) (accounts.Use
 	if u.Email == "" {
 		return accounts.User{}, "", ErrNoEmail
 	}
-	reqid, code, err := s.OneTime.IssueOTP(ctx, u.Userhash)
+	reqid, code, err := s.codes.IssueOTP(ctx, u.Userhash)
 	if err != nil {
 		s.storeError(err)
 		return accounts.User{}, "", err
 	}
 	body := fmt.Sprintf("Your one-time code to reset the password of %s is:\n\n    %s\n\n"+
 		"It is valid for %s. If you did not ask for it, ignore this mail: your password stays as it is.\n",
-		u.Username, code, HumanDuration(s.OneTime.TTL()))
+		u.Username, code, HumanDuration(s.codes.TTL()))
 	if err := s.send(ctx, u, "Your password reset code", body); err != nil {
-		_ = s.OneTime.DropOTP(ctx, u.Userhash)
+		_ = s.codes.DropOTP(ctx, u.Userhash)
 		return accounts.User{}, "", err
 	}
 	s.audit("otp_requested", u.Username, ip, zap.Int64("user_id", u.ID))
@@ -365,7 +359,7 @@ func (s *Service) ResetWithOTP(ctx context.Context, userhash, reqid, code, newPa
 	if !validUserhash(userhash) {
 		return accounts.User{}, ErrUnknownUser
 	}
-	u, err := s.Accounts.ByUserhash(ctx, userhash)
+	u, err := s.accounts.ByUserhash(ctx, userhash)
 	if errors.Is(err, accounts.ErrNotFound) {
 		return accounts.User{}, ErrUnknownUser
 	}
@@ -380,7 +374,7 @@ func (s *Service) ResetWithOTP(ctx context.Context, userhash, reqid, code, newPa
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		return accounts.User{}, err
 	}
-	if err := s.OneTime.CheckOTP(ctx, u.Userhash, reqid, code); err != nil {
+	if err := s.codes.CheckOTP(ctx, u.Userhash, reqid, code); err != nil {
 		if errors.Is(err, onetime.ErrInvalid) {
 			s.audit("password_reset_failed", u.Username, ip, zap.Int64("user_id", u.ID))
 			return accounts.User{}, s.fail(ctx, subject, ErrInvalidCode)
@@ -411,7 +405,7 @@ func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip str
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		return accounts.User{}, err
 	}
-	id, issued, err := s.OneTime.ResetTokenUser(ctx, token)
+	id, issued, err := s.codes.ResetTokenUser(ctx, token)
 	if errors.Is(err, onetime.ErrInvalid) {
 		return accounts.User{}, s.fail(ctx, subject, ErrInvalidCode)
 	}
@@ -419,7 +413,7 @@ func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip str
 		s.storeError(err)
 		return accounts.User{}, err
 	}
-	u, err := s.Accounts.ByID(ctx, id)
+	u, err := s.accounts.ByID(ctx, id)
 	if errors.Is(err, accounts.ErrNotFound) || (err == nil && u.UpdatedAt.After(issued)) {
 		// A token older than the current password belongs to a recovery
 		// that another change has already settled.
@@ -432,7 +426,7 @@ func (s *Service) ResetWithToken(ctx context.Context, token, newPassword, ip str
 	if err := s.checkPassword(u.Username, u.Email, newPassword); err != nil {
 		return accounts.User{}, err
 	}
-	if spent, err := s.OneTime.ConsumeResetToken(ctx, token); err != nil || spent != id {
+	if spent, err := s.codes.ConsumeResetToken(ctx, token); err != nil || spent != id {
 		if err == nil || errors.Is(err, onetime.ErrInvalid) {
 			return accounts.User{}, ErrInvalidCode // spent by a concurrent request
 		}
@@ -488,7 +482,7 @@ func (s *Service) checkPassword(name, email, pw string) error {
 	if local, _, ok := strings.Cut(email, "@"); ok {
 		inputs = append(inputs, local)
 	}
-	return password.CheckGuessable(pw, s.PasswordMinScore, inputs...)
+	return password.CheckGuessable(pw, s.passwordMinScore, inputs...)
 }
 
 // MailResetLink mails the user a link with a new single-use reset token;
@@ -501,14 +495,14 @@ func (s *Service) MailResetLink(ctx context.Context, u accounts.User, ip string,
 	if err := s.checkThrottle(ctx, subject); err != nil {
 		return err
 	}
-	token, err := s.OneTime.IssueResetToken(ctx, u.ID)
+	token, err := s.codes.IssueResetToken(ctx, u.ID)
 	if err != nil {
 		s.storeError(err)
 		return err
 	}
 	body := fmt.Sprintf("To set a new password for %s, open this link:\n\n%s\n\n"+
 		"It works once and for %s. If you did not ask for it, ignore this mail: your password stays as it is.\n",
-		u.Username, link(token), HumanDuration(s.OneTime.TTL()))
+		u.Username, link(token), HumanDuration(s.codes.TTL()))
 	if err := s.send(ctx, u, "Reset your password", body); err != nil {
 		return err
 	}
@@ -519,31 +513,33 @@ func (s *Service) MailResetLink(ctx context.Context, u accounts.User, ip string,
 // setPassword stores a new hash and ends the user's sessions but keepID, and
 // any OTP still pending.
 func (s *Service) setPassword(ctx context.Context, u accounts.User, newPassword, keepID string) error {
-	h, err := s.Hasher.Hash(ctx, newPassword)
+	h, err := s.hasher.Hash(ctx, newPassword)
 	if err != nil {
 		return err
 	}
-	if err := s.Accounts.SetPassword(ctx, u.ID, h); err != nil {
+	if err := s.accounts.SetPassword(ctx, u.ID, h); err != nil {
 		s.storeError(err)
 		return err
 	}
-	n, err := s.Sessions.RevokeUser(ctx, u.Userhash, keepID)
+	n, err := s.sessions.RevokeUser(ctx, u.Userhash, keepID)
 	if err != nil {
 		// The password changed but old sessions may live on: say so loudly.
-		s.Logger.Error("ending sessions after password change", zap.Int64("user_id", u.ID), zap.Error(err))
+		s.logger.Error("ending sessions after password change", zap.Int64("user_id", u.ID), zap.Error(err))
 		s.storeError(err)
 		return err
 	}
-	if err := s.OneTime.DropOTP(ctx, u.Userhash); err != nil {
-		s.Logger.Warn("dropping OTP after password change", zap.Int64("user_id", u.ID), zap.Error(err))
+	if err := s.codes.DropOTP(ctx, u.Userhash); err != nil {
+		s.logger.Warn("dropping OTP after password change", zap.Int64("user_id", u.ID), zap.Error(err))
 	}
-	s.Logger.Info("sessions ended after password change", zap.Int64("user_id", u.ID), zap.Int("sessions", n))
+	s.logger.Info("sessions ended after password change", zap.Int64("user_id", u.ID), zap.Int("sessions", n))
 	return nil
 }
 
-// Authenticate returns the live session of token.
+// Authenticate returns the live session of token in one call to the
+// session store: sessions.ErrNotFound when there is none. The gate calls it
+// for every request.
 func (s *Service) Authenticate(ctx context.Context, token string) (sessions.Session, error) {
-	sess, err := s.Sessions.Lookup(ctx, token)
+	sess, err := s.sessions.Lookup(ctx, token)
 	if err != nil && !errors.Is(err, sessions.ErrNotFound) {
 		s.storeError(err)
 	}
@@ -552,7 +548,7 @@ func (s *Service) Authenticate(ctx context.Context, token string) (sessions.Sess
 
 // Account returns the account behind a session.
 func (s *Service) Account(ctx context.Context, sess sessions.Session) (accounts.User, error) {
-	u, err := s.Accounts.ByID(ctx, sess.UserID)
+	u, err := s.accounts.ByID(ctx, sess.UserID)
 	if err != nil && !errors.Is(err, accounts.ErrNotFound) {
 		s.storeError(err)
 	}
@@ -561,12 +557,12 @@ func (s *Service) Account(ctx context.Context, sess sessions.Session) (accounts.
 
 // Logout ends the session of token.
 func (s *Service) Logout(ctx context.Context, token, ip string) error {
-	sess, err := s.Sessions.Lookup(ctx, token)
+	sess, err := s.sessions.Lookup(ctx, token)
 	if errors.Is(err, sessions.ErrNotFound) {
 		return nil
 	}
 	if err == nil {
-		err = s.Sessions.Delete(ctx, token)
+		err = s.sessions.Delete(ctx, token)
 	}
 	if err != nil {
 		s.storeError(err)
@@ -576,12 +572,60 @@ func (s *Service) Logout(ctx context.Context, token, ip string) error {
 	return nil
 }
 
+// UserByID returns the account with the id: ErrUnknownUser when there is
+// none.
+func (s *Service) UserByID(ctx context.Context, id int64) (accounts.User, error) {
+	u, err := s.accounts.ByID(ctx, id)
+	if errors.Is(err, accounts.ErrNotFound) {
+		return accounts.User{}, ErrUnknownUser
+	}
+	if err != nil {
+		s.storeError(err)
+		return accounts.User{}, err
+	}
+	return u, nil
+}
+
+// ListSessions returns the live sessions of the account, oldest first.
+func (s *Service) ListSessions(ctx context.Context, u accounts.User) ([]sessions.Session, error) {
+	list, err := s.sessions.List(ctx, u.Userhash)
+	if err != nil {
+		s.storeError(err)
+	}
+	return list, err
+}
+
+// RevokeSessions ends every session of the account (an administrator's
+// doing) and returns how many ended.
+func (s *Service) RevokeSessions(ctx context.Context, u accounts.User, ip string) (int, error) {
+	n, err := s.sessions.RevokeUser(ctx, u.Userhash, "")
+	if err != nil {
+		s.storeError(err)
+		return 0, err
+	}
+	s.audit("sessions_revoked", u.Username, ip, zap.Int64("user_id", u.ID), zap.Int("sessions", n))
+	return n, nil
+}
+
+// RegistrationOpen tells whether anyone may create an account.
+func (s *Service) RegistrationOpen() bool { return s.registration }
+
+// CodeTTL is how long a mailed code or reset link stays valid.
+func (s *Service) CodeTTL() time.Duration { return s.codes.TTL() }
+
+// Decoy returns what a recovery page shows, in place of an account's
+// userhash and a new OTP's request id, for a name that gets no code, so
+// that the page looks the same either way (see onetime.Store.Decoy).
+func (s *Service) Decoy(name string) (userhash, reqid string, err error) {
+	return s.codes.Decoy(name)
+}
+
 // subject is the throttle subject of an attempt of the kind at username's
 // secret: with a device cookie signed for that username, the device's own.
 func (s *Service) subject(kind, username string, at Attempt) throttle.Subject {
 	subject := throttle.Subject{Kind: kind, Username: username, IP: at.IP}
-	if at.Device != "" && s.Devices != nil {
-		subject.Device, _ = s.Devices.Verify(at.Device, s.Throttle.UserKey(username))
+	if at.Device != "" && s.devices != nil {
+		subject.Device, _ = s.devices.Verify(at.Device, s.throttle.UserKey(username))
 	}
 	return subject
 }
@@ -590,32 +634,32 @@ func (s *Service) subject(kind, username string, at Attempt) throttle.Subject {
 // expires: the client that just logged in keeps its own allowance of
 // failures from now on. Without Devices it returns "".
 func (s *Service) NewDevice(u accounts.User) (string, time.Time) {
-	if s.Devices == nil {
+	if s.devices == nil {
 		return "", time.Time{}
 	}
 	// Keyed like the throttle's subject of a login by this name (see
 	// throttleName), so that Verify finds it.
 	canonical, _ := username.Canonical(u.Username)
-	return s.Devices.Issue(s.Throttle.UserKey(throttleName(u.Username, canonical)))
+	return s.devices.Issue(s.throttle.UserKey(throttleName(u.Username, canonical)))
 }
 
 // FreshLogin tells whether the session's login is recent enough (under
 // ReauthWindow) to stand in for the current password.
 func (s *Service) FreshLogin(sess sessions.Session) bool {
-	return time.Since(time.Unix(sess.Created, 0)) < ReauthWindow
+	return s.now().Sub(time.Unix(sess.Created, 0)) < ReauthWindow
 }
 
 // checkThrottle counts an attempt before it is made, and refuses it when the
 // subject has tried too often. A success takes the count back (Forget).
 func (s *Service) checkThrottle(ctx context.Context, subject throttle.Subject) error {
-	wait, err := s.Throttle.Attempt(ctx, subject)
+	wait, err := s.throttle.Attempt(ctx, subject)
 	if err != nil {
 		s.storeError(err)
 		return err
 	}
 	if wait > 0 {
-		s.Metrics.Throttled(subject.Kind)
-		s.Logger.Warn("attempt throttled", zap.String("kind", subject.Kind),
+		s.metrics.Throttled(subject.Kind)
+		s.logger.Warn("attempt throttled", zap.String("kind", subject.Kind),
 			zap.String("username", subject.Username), zap.String("client_ip", subject.IP),
 			zap.Bool("device", subject.Device != ""), zap.Duration("retry_after", wait))
 		return &ThrottledError{RetryAfter: wait}
@@ -626,8 +670,8 @@ func (s *Service) checkThrottle(ctx context.Context, subject throttle.Subject) e
 // forget takes back the count of a successful attempt. Failing to costs the
 // subject one attempt of its allowance, no more: the success stands.
 func (s *Service) forget(ctx context.Context, subject throttle.Subject) {
-	if err := s.Throttle.Forget(ctx, subject); err != nil {
-		s.Logger.Warn("clearing throttle", zap.String("kind", subject.Kind), zap.Error(err))
+	if err := s.throttle.Forget(ctx, subject); err != nil {
+		s.logger.Warn("clearing throttle", zap.String("kind", subject.Kind), zap.Error(err))
 	}
 }
 
@@ -648,13 +692,13 @@ func (s *Service) fail(_ context.Context, subject throttle.Subject, cause error)
 }
 
 func (s *Service) send(ctx context.Context, u accounts.User, subject, body string) error {
-	err := s.Mailer.Send(ctx, mail.Message{From: s.MailFrom, To: u.Email, Subject: subject, Body: body})
+	err := s.mailer.Send(ctx, mail.Message{From: s.mailFrom, To: u.Email, Subject: subject, Body: body})
 	if err != nil {
-		s.Metrics.Mail("failed")
-		s.Logger.Error("sending mail", zap.Int64("user_id", u.ID), zap.Error(err))
+		s.metrics.Mail("failed")
+		s.logger.Error("sending mail", zap.Int64("user_id", u.ID), zap.Error(err))
 		return fmt.Errorf("%w: %w", ErrMailFailed, err)
 	}
-	s.Metrics.Mail("sent")
+	s.metrics.Mail("sent")
 	return nil
 }
 
@@ -662,8 +706,8 @@ func (s *Service) send(ctx context.Context, u accounts.User, subject, body strin
 // Caddy event. Callers pass no secret: names, ids and addresses only.
 func (s *Service) audit(event, username, ip string, fields ...zap.Field) {
 	fields = append(fields, zap.String("username", username), zap.String("client_ip", ip))
-	s.Logger.Info(strings.ReplaceAll(event, "_", " "), append(fields, zap.String("event", event))...)
-	if s.Emit != nil {
+	s.logger.Info(strings.ReplaceAll(event, "_", " "), append(fields, zap.String("event", event))...)
+	if s.emit != nil {
 		data := map[string]any{"username": username, "client_ip": ip}
 		for _, f := range fields {
 			switch {
@@ -673,14 +717,14 @@ func (s *Service) audit(event, username, ip string, fields ...zap.Field) {
 				data[f.Key] = f.Integer
 			}
 		}
-		s.Emit("authgate."+event, data)
+		s.emit("authgate."+event, data)
 	}
 }
 
 func (s *Service) storeError(err error) {
 	var outage *store.OutageError
 	if errors.As(err, &outage) {
-		s.Metrics.StoreError(outage.Store)
+		s.metrics.StoreError(outage.Store)
 	}
 }
 

@@ -104,7 +104,7 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 }
 
 func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
-	v := view{Heading: "Log in", Redirect: SafeRedirect(r.FormValue("redirect")), RegistrationOpen: p.Service.Registration}
+	v := view{Heading: "Log in", Redirect: SafeRedirect(r.FormValue("redirect")), RegistrationOpen: p.Service.RegistrationOpen()}
 	if r.Method != http.MethodPost {
 		p.render(w, http.StatusOK, "login", v)
 		return
@@ -132,7 +132,7 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 
 func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
 	v := view{Heading: "Create an account", Redirect: SafeRedirect(r.FormValue("redirect"))}
-	if !p.Service.Registration {
+	if !p.Service.RegistrationOpen() {
 		v.Error = "Registration is closed. Ask an administrator for an account."
 		p.render(w, http.StatusForbidden, "message", v)
 		return
@@ -188,7 +188,7 @@ func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
 		u, reqid, err := p.Service.RequestOTP(r.Context(), v.Username, ip)
 		userhash := u.Userhash
 		if errors.Is(err, auth.ErrUnknownUser) || errors.Is(err, auth.ErrNoEmail) {
-			userhash, reqid, err = p.Service.OneTime.Decoy(v.Username)
+			userhash, reqid, err = p.Service.Decoy(v.Username)
 		}
 		if err != nil {
 			var status int
@@ -203,7 +203,7 @@ func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
 		}
 		v.Step, v.Userhash, v.Reqid = "code", userhash, reqid
 		v.Notice = "If that account has an email address, we mailed a 6-digit code to it. It is valid for " +
-			auth.HumanDuration(p.Service.OneTime.TTL()) + "."
+			auth.HumanDuration(p.Service.CodeTTL()) + "."
 		p.render(w, http.StatusOK, "reset", v)
 	case "code":
 		v.Step, v.Userhash, v.Reqid = "code", r.PostFormValue("userhash"), r.PostFormValue("reqid")

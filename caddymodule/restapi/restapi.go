@@ -11,11 +11,13 @@
 package restapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -43,9 +45,32 @@ const (
 	msgWeak            = "Password must be 8 to 1024 characters, not the username and not a common password"
 )
 
+// Service is what the dialect asks of the account service, *auth.Service:
+// an interface, so that the dialect's answer to every outcome of the
+// service can be tested on its own.
+type Service interface {
+	Login(ctx context.Context, at auth.Attempt, password string) (accounts.User, string, sessions.Session, error)
+	Verify(ctx context.Context, at auth.Attempt, password string) (accounts.User, error)
+	RefuseLogin(ctx context.Context, at auth.Attempt) error
+	Register(ctx context.Context, username, password, email, ip string) (accounts.User, error)
+	StartSession(ctx context.Context, u accounts.User) (string, sessions.Session, error)
+	Authenticate(ctx context.Context, token string) (sessions.Session, error)
+	FreshLogin(sess sessions.Session) bool
+	Account(ctx context.Context, sess sessions.Session) (accounts.User, error)
+	UserByID(ctx context.Context, id int64) (accounts.User, error)
+	UserByName(ctx context.Context, name string) (accounts.User, error)
+	ChangePassword(ctx context.Context, u accounts.User, newPassword, keepID, ip string) error
+	ResetWithToken(ctx context.Context, token, newPassword, ip string) (accounts.User, error)
+	MailResetLink(ctx context.Context, u accounts.User, ip string, link func(token string) string) error
+	Logout(ctx context.Context, token, ip string) error
+	NewDevice(u accounts.User) (string, time.Time)
+}
+
+var _ Service = (*auth.Service)(nil)
+
 // API serves the REST dialect of one site.
 type API struct {
-	Service *auth.Service
+	Service Service
 	Cookie  web.Cookie
 	// ResetURL is the link template of recovery mails, with {prefix} and
 	// {token}; a path is put after Origin.
@@ -292,14 +317,14 @@ func (a *API) recover(w http.ResponseWriter, r *http.Request, id string) {
 			reply(w, http.StatusOK, false, msgUserNotFound)
 			return
 		}
-		u, err = a.Service.Accounts.ByID(r.Context(), n)
+		u, err = a.Service.UserByID(r.Context(), n)
 	case "username":
 		u, err = a.Service.UserByName(r.Context(), id)
 	default:
 		reply(w, http.StatusOK, false, msgUnknownUIDType)
 		return
 	}
-	if errors.Is(err, accounts.ErrNotFound) || errors.Is(err, auth.ErrUnknownUser) {
+	if errors.Is(err, auth.ErrUnknownUser) {
 		reply(w, http.StatusOK, false, msgUserNotFound)
 		return
 	}

@@ -9,6 +9,7 @@
 package usersapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/authgate/authgate/caddymodule/accounts"
 	"github.com/authgate/authgate/caddymodule/auth"
 	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/web"
@@ -39,9 +41,27 @@ const (
 	CrossSite = "CROSS_SITE_REQUEST"
 )
 
+// Service is what the dialect asks of the account service, *auth.Service:
+// an interface, so that the dialect's answer to every outcome of the
+// service can be tested on its own.
+type Service interface {
+	Login(ctx context.Context, at auth.Attempt, password string) (accounts.User, string, sessions.Session, error)
+	RefuseLogin(ctx context.Context, at auth.Attempt) error
+	Register(ctx context.Context, username, password, email, ip string) (accounts.User, error)
+	RequestOTP(ctx context.Context, name, ip string) (accounts.User, string, error)
+	ResetWithOTP(ctx context.Context, userhash, reqid, code, newPassword, ip string) (accounts.User, error)
+	Authenticate(ctx context.Context, token string) (sessions.Session, error)
+	Account(ctx context.Context, sess sessions.Session) (accounts.User, error)
+	Logout(ctx context.Context, token, ip string) error
+	RegistrationOpen() bool
+	NewDevice(u accounts.User) (string, time.Time)
+}
+
+var _ Service = (*auth.Service)(nil)
+
 // API serves the users dialect.
 type API struct {
-	Service *auth.Service
+	Service Service
 	Cookie  web.Cookie
 	Logger  *zap.Logger
 }
@@ -212,7 +232,7 @@ func (a *API) logout(w http.ResponseWriter, r *http.Request, _ web.Params) {
 }
 
 func (a *API) registrationStatus(w http.ResponseWriter, _ *http.Request, _ web.Params) {
-	Succeed(w, a.Service.Registration)
+	Succeed(w, a.Service.RegistrationOpen())
 }
 
 // token finds the session token: Bearer, the seed client's

@@ -91,11 +91,16 @@ func (c Cookie) Device() Cookie {
 	return Cookie{Name: c.Name + "_device", Domain: c.Domain}
 }
 
+// DeviceIssuer makes device cookies (auth.Service.NewDevice).
+type DeviceIssuer interface {
+	NewDevice(u accounts.User) (value string, expires time.Time)
+}
+
 // LoggedIn sends the cookie of a session just started for u, and a new
 // device cookie for u: one per browser, naming the account last logged in.
-func (c Cookie) LoggedIn(w http.ResponseWriter, r *http.Request, svc *auth.Service, u accounts.User, token string, sess sessions.Session) {
+func (c Cookie) LoggedIn(w http.ResponseWriter, r *http.Request, devices DeviceIssuer, u accounts.User, token string, sess sessions.Session) {
 	c.Set(w, r, token, time.Unix(sess.Expires, 0))
-	if value, expires := svc.NewDevice(u); value != "" {
+	if value, expires := devices.NewDevice(u); value != "" {
 		c.Device().Set(w, r, value, expires)
 	}
 }
