@@ -99,6 +99,7 @@ func (s *Service) Login(ctx context.Context, at Attempt, pw string) (accounts.Us
 	}
 	token, sess, err := s.StartSession(ctx, u)
 	if err != nil {
+		s.metrics.Login(resultOf(err))
 		return accounts.User{}, "", sessions.Session{}, err
 	}
 	s.metrics.Login("success")
@@ -108,7 +109,8 @@ func (s *Service) Login(ctx context.Context, at Attempt, pw string) (accounts.Us
 
 // Verify checks the credentials without starting a session. Unknown users
 // cost the same hashing time as wrong passwords, and both count as failures
-// of the attempt (see Attempt).
+// of the attempt (see Attempt). Every outcome but success is counted in the
+// login metric here; a success is Login's to count.
 func (s *Service) Verify(ctx context.Context, at Attempt, pw string) (accounts.User, error) {
 	name := at.Username
 	if name == "" || len(name) > username.MaxInputBytes || pw == "" || len(pw) > maxPasswordBytes {
@@ -133,6 +135,7 @@ func (s *Service) Verify(ctx context.Context, at Attempt, pw string) (accounts.U
 	switch {
 	case errors.Is(err, accounts.ErrNotFound):
 		if err := s.hasher.Burn(ctx); err != nil {
+			s.metrics.Login("error")
 			return accounts.User{}, err
 		}
 		err = s.fail(ctx, subject, ErrUnknownUser)
@@ -140,10 +143,12 @@ func (s *Service) Verify(ctx context.Context, at Attempt, pw string) (accounts.U
 		return accounts.User{}, err
 	case err != nil:
 		s.storeError(err)
+		s.metrics.Login("error")
 		return accounts.User{}, err
 	}
 	ok, rehash, err := s.hasher.Verify(ctx, pw, u.PasswordHash)
 	if err != nil {
+		s.metrics.Login("error")
 		return accounts.User{}, fmt.Errorf("verifying password of user %d: %w", u.ID, err)
 	}
 	if !ok {
