@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/authgate/authgate/caddymodule/mail/mailtest"
+	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
 var testMessage = Message{
@@ -328,12 +330,7 @@ func TestSMTPScrubsEchoedCredentials(t *testing.T) {
 }
 
 func TestSMTPServerDown(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	m, err := NewSMTPMailer("smtp://mailer:s3cret@" + addr)
 	if err != nil {
 		t.Fatal(err)
