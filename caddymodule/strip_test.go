@@ -36,7 +36,9 @@ func TestStripIdentity(t *testing.T) {
 func TestTakeToken(t *testing.T) {
 	const tok = "0123456789abcdef0123456789abcdef.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
 	const tok2 = "fedcba9876543210fedcba9876543210.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
-	h := &Handler{cookie: web.Cookie{Name: "authgate_session"}}
+	gate := func(cookie string) *Handler {
+		return &Handler{cookie: web.Cookie{Name: cookie}, device: web.Cookie{Name: cookie}.Device().Name}
+	}
 	for _, tc := range []struct {
 		name     string
 		in, want http.Header
@@ -64,13 +66,29 @@ func TestTakeToken(t *testing.T) {
 			http.Header{}, tok2, ""},
 		{"nothing", http.Header{"Cookie": {"a=1;b=2"}},
 			http.Header{"Cookie": {"a=1;b=2"}}, "", ""},
+		{"names old PHP url-decodes", http.Header{"Cookie": {"authgate+session=x; authgate_session%00x=x; authgate_session%5Bx%5D=x; a+b=1"}},
+			http.Header{"Cookie": {"a+b=1"}}, "", ""},
+		{"a pair after a comma, for old Rack", http.Header{"Cookie": {"a=1, authgate_session=" + tok + "; b=2, c=3"}},
+			http.Header{"Cookie": {"b=2, c=3"}}, "", ""},
+		{"Latin-1 spaces Django trims", http.Header{"Cookie": {"\xa0authgate_session=x; authgate_session\x85=x; \u00a0authgate_session=x"}},
+			http.Header{"Cookie": {"\u00a0authgate_session=x"}}, "", ""},
+		{"only what PHP or a case-insensitive app reads goes", http.Header{"Cookie": {"AUTHGATE.SESSION=x; authgate_session_DEVICE=x; [authgate_session=x"}},
+			http.Header{"Cookie": {"AUTHGATE.SESSION=x; [authgate_session=x"}}, "", ""},
+		{"an empty value counts, as for net/http", http.Header{"Cookie": {"a=1; authgate_session=", "authgate_session=" + tok}},
+			http.Header{"Cookie": {"a=1"}}, "", ""},
+		{"a value net/http refuses does not count", http.Header{"Cookie": {`authgate_session=bad\value; authgate_session=` + tok}},
+			http.Header{}, tok, ""},
+		{"blanks around the other pairs go, the pairs stay", http.Header{"Cookie": {" a=1\u00a0 ;\tauthgate_session=" + tok + ";\tb = 2 "}},
+			http.Header{"Cookie": {"a=1\u00a0; b = 2"}}, tok, ""},
+		{"PHP files all of a.b.c after an unclosed bracket", http.Header{"Cookie": {"a[b.c=x; a_b_c=x; a.b.c=" + tok + "; a.b_c[]=x; ab.c=1"}},
+			http.Header{"Cookie": {"ab.c=1"}}, tok, "a.b.c"},
 		{"a cookie name with a dot", http.Header{"Cookie": {"my.session=" + tok + "; my_session=x; My.Session=x; a=1"}},
 			http.Header{"Cookie": {"a=1"}}, tok, "my.session"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := h
+			h := gate("authgate_session")
 			if tc.cookie != "" {
-				h = &Handler{cookie: web.Cookie{Name: tc.cookie}}
+				h = gate(tc.cookie)
 			}
 			r := &http.Request{Header: tc.in}
 			if got := h.takeToken(r); got != tc.token {
