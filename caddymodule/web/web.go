@@ -382,6 +382,20 @@ func SameOrigin(r *http.Request) bool {
 	return strings.EqualFold(u.Host, r.Host)
 }
 
+// WriteJSON writes v, a value of plain maps, slices, strings, numbers and
+// booleans, as a JSON answer with status: never stored by a cache (answers
+// carry session tokens and personal data), never sniffed as another type.
+// Both API dialects answer through it.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, _ := json.Marshal(v)
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
+}
+
 // Failure classifies the errors every front door shares and returns their
 // status: 429 (with Retry-After) for too many attempts, 400 for bad input,
 // 422 for a weak password, 503 for a store that is down and 500 for anything
