@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -208,4 +209,57 @@ func jsonObject(obj map[string]string) string {
 	}
 	b.WriteByte('}')
 	return b.String()
+}
+
+// FuzzAuthorization: whatever the Authorization header, reading it never
+// panics; Bearer and Basic are told by their scheme alone, in any case; a
+// Bearer token has no blanks around it; Basic credentials come only from a
+// Basic header of at most 8 KiB, as the user and password base64 holds; and
+// the session token is the Bearer one, else the cookie's.
+func FuzzAuthorization(f *testing.F) {
+	for _, seed := range []string{
+		"Bearer 0123456789abcdef0123456789abcdef.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ",
+		"bearer  tok ", "BEARER\ttok", "Bearer", "Bearer ", "Bearertok",
+		"Basic dXNlcjpwYXNz", "basic dXNlcjpwYXNz", "BASIC dXNlcjpw:YXNz", "Basic dXNlcg==", "Basic OnBhc3M=",
+		"Basic AHVzZXIAOnAAYXNz", "Basic !!!", "Basic", "Basic ", "Digest username=\"x\"", "",
+		"Basic " + strings.Repeat("QUFB", 3000),
+	} {
+		f.Add(seed, "s=cookie")
+	}
+	f.Fuzz(func(t *testing.T, authorization, cookie string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Header.Set("Authorization", authorization)
+		r.Header.Set("Cookie", cookie)
+
+		bearer, isBearer := BearerToken(r)
+		if isBearer != (len(authorization) > 7 && strings.EqualFold(authorization[:7], "bearer ")) {
+			t.Fatalf("%q: Bearer %v", authorization, isBearer)
+		}
+		if isBearer && bearer != strings.TrimSpace(authorization[7:]) {
+			t.Fatalf("%q: Bearer token %q", authorization, bearer)
+		}
+
+		user, pass, ok := BasicCredentials(r)
+		hasBasic := HasBasic(r)
+		if hasBasic != (len(authorization) >= 6 && strings.EqualFold(authorization[:6], "basic ")) {
+			t.Fatalf("%q: HasBasic %v", authorization, hasBasic)
+		}
+		if ok {
+			decoded, err := base64.StdEncoding.DecodeString(authorization[6:])
+			if !hasBasic || len(authorization) > 8<<10 || err != nil || string(decoded) != user+":"+pass || strings.Contains(user, ":") {
+				t.Fatalf("%q: Basic %q, %q", authorization, user, pass)
+			}
+		}
+
+		token, fromHeader := Cookie{Name: "s"}.Token(r)
+		want := bearer
+		if !isBearer {
+			if ck, err := r.Cookie("s"); err == nil {
+				want = ck.Value
+			}
+		}
+		if fromHeader != isBearer || token != want {
+			t.Fatalf("%q, Cookie %q: token %q (header %v), want %q", authorization, cookie, token, fromHeader, want)
+		}
+	})
 }
