@@ -18,6 +18,13 @@ export GOFLAGS := -mod=mod
 define FUZZ_TARGETS
 caddymodule/gatepath:FuzzPublic
 caddymodule/username:FuzzCanonical
+caddymodule/web:FuzzReadParams
+caddymodule/web:FuzzParamsAlike
+caddymodule/web:FuzzAuthorization
+caddymodule/pages:FuzzSafeRedirect
+caddymodule:FuzzTakeToken
+caddymodule:FuzzCaddyfile
+caddymodule/mail:FuzzSMTPReplies
 endef
 FUZZTIME ?= 3m
 

@@ -121,47 +121,48 @@ func toStrings(v any) []string {
 
 // Every config mistake fails at adapt time with the directive's name.
 func TestCaddyfileErrorsNameTheDirective(t *testing.T) {
-	const base = "postgres postgres://u@localhost/db\n\t\tredis redis://localhost:6379\n"
-	for _, tc := range []struct{ global, site, directive string }{
-		{global: base + "session_ttl forever", directive: "session_ttl"},
-		{global: base + "session_idle 10", directive: "session_idle"},
-		{global: base + "registration maybe", directive: "registration"},
-		{global: "redis redis://localhost:6379", directive: "postgres"},
-		{global: "postgres mysql://u@localhost/db\n\t\tredis redis://localhost:6379", directive: "postgres"},
-		{global: "postgres postgres://u@localhost/db", directive: "redis"},
-		{global: "postgres postgres://u@localhost/db\n\t\tredis localhost:6379", directive: "redis"},
-		{global: base + "redis_cluster 10.0.0.1:7000", directive: "redis"},
-		{global: base + "max_sessions -1", directive: "max_sessions"},
-		{global: base + "max_sessions lots", directive: "max_sessions"},
-		{global: base + "otp_ttl 1s", directive: "otp_ttl"},
-		{global: base + "cookie_name a;b", directive: "cookie_name"},
-		{global: base + "reset_url https://x/reset", directive: "reset_url"},
-		{global: base + "mail_from nobody", directive: "mail_from"},
-		{global: base + "smtp ftp://mail.example.com", directive: "smtp"},
-		{global: base + "argon2 1024 1 1", directive: "argon2"},
-		{global: base + "throttle_user 0 1m", directive: "throttle_user"},
-		{global: base + "throttle_codes 20 0s", directive: "throttle_codes"},
-		{global: base + "throttle_codes 20", directive: "throttle_codes"},
-		{global: base + "password_min_score 5", directive: "password_min_score"},
-		{global: base + "password_min_score -1", directive: "password_min_score"},
-		{global: base + "password_min_score strong", directive: "password_min_score"},
-		{global: base + "password_min_score 1 2", directive: "password_min_score"},
-		{global: base + "colour blue", directive: "colour"},
-		{global: base + "schema Bad-Name", directive: "schema"},
-		{global: base, site: "prefix auth", directive: "prefix"},
-		{global: base, site: "account_api /auth/api", directive: "account_api"},
-		{global: base, site: "public", directive: "public"},
-		{global: base, site: "public healthz", directive: "public"},
-		{global: base, site: "public /assets/../x", directive: "public"},
-		{global: base, site: "public /{http.request.host}", directive: "public"},
-		{global: base, site: "prefix /a;b", directive: "prefix"},
-		{global: base, site: "account_api /api/%75ser", directive: "account_api"},
+	const base = "postgres postgres://u@localhost/db\nredis redis://localhost:6379\n"
+	for _, tc := range []struct{ name, global, site, directive string }{
+		{"session_ttl not a duration", base + "session_ttl forever", "", "session_ttl"},
+		{"session_idle without a unit", base + "session_idle 10", "", "session_idle"},
+		{"registration neither open nor closed", base + "registration maybe", "", "registration"},
+		{"no postgres", "redis redis://localhost:6379", "", "postgres"},
+		{"postgres not a postgres URL", "postgres mysql://u@localhost/db\nredis redis://localhost:6379", "", "postgres"},
+		{"no redis", "postgres postgres://u@localhost/db", "", "redis"},
+		{"redis not a URL", "postgres postgres://u@localhost/db\nredis localhost:6379", "", "redis"},
+		{"redis and redis_cluster", base + "redis_cluster 10.0.0.1:7000", "", "redis"},
+		{"max_sessions negative", base + "max_sessions -1", "", "max_sessions"},
+		{"max_sessions not a number", base + "max_sessions lots", "", "max_sessions"},
+		{"otp_ttl too short", base + "otp_ttl 1s", "", "otp_ttl"},
+		{"cookie_name with a semicolon", base + "cookie_name a;b", "", "cookie_name"},
+		{"reset_url without {token}", base + "reset_url https://x/reset", "", "reset_url"},
+		{"mail_from not an address", base + "mail_from nobody", "", "mail_from"},
+		{"smtp not an SMTP URL", base + "smtp ftp://mail.example.com", "", "smtp"},
+		{"argon2 below the floor", base + "argon2 1024 1 1", "", "argon2"},
+		{"throttle_user of no attempts", base + "throttle_user 0 1m", "", "throttle_user"},
+		{"throttle_codes of no window", base + "throttle_codes 20 0s", "", "throttle_codes"},
+		{"throttle_codes without a window", base + "throttle_codes 20", "", "throttle_codes"},
+		{"password_min_score above 4", base + "password_min_score 5", "", "password_min_score"},
+		{"password_min_score negative", base + "password_min_score -1", "", "password_min_score"},
+		{"password_min_score not a number", base + "password_min_score strong", "", "password_min_score"},
+		{"password_min_score twice a number", base + "password_min_score 1 2", "", "password_min_score"},
+		{"an unknown setting", base + "colour blue", "", "colour"},
+		{"schema not an identifier", base + "schema Bad-Name", "", "schema"},
+		{"prefix not a path", base, "prefix auth", "prefix"},
+		{"account_api under prefix", base, "account_api /auth/api", "account_api"},
+		{"public without patterns", base, "public", "public"},
+		{"public not a path", base, "public healthz", "public"},
+		{"public with a dot segment", base, "public /assets/../x", "public"},
+		{"public with a request placeholder", base, "public /{http.request.host}", "public"},
+		{"prefix with a semicolon", base, "prefix /a;b", "prefix"},
+		{"account_api with an escape", base, "account_api /api/%75ser", "account_api"},
 	} {
-		text := "{\n\tauthgate {\n\t\t" + tc.global + "\n\t}\n}\n:8080 {\n\tauthgate {\n\t\t" + tc.site + "\n\t}\n\trespond ok\n}\n"
-		_, err := adapt(t, text)
-		if err == nil || !strings.Contains(err.Error(), tc.directive) {
-			t.Errorf("%s / %s: error %v, want one naming %s", tc.global, tc.site, err, tc.directive)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := adapt(t, gateCaddyfile(tc.global, tc.site))
+			if err == nil || !strings.Contains(err.Error(), "authgate: ") || !strings.Contains(err.Error(), tc.directive) {
+				t.Fatalf("error %v, want one naming authgate: %s", err, tc.directive)
+			}
+		})
 	}
 }
 
@@ -175,16 +176,18 @@ func TestHandlerRefusesRootPrefix(t *testing.T) {
 
 // JSON configs (which skip the Caddyfile) are checked when provisioning.
 func TestValidateChecksJSONConfig(t *testing.T) {
-	for _, tc := range []struct{ app, want string }{
-		{`{"redis":"redis://localhost:6379"}`, "postgres"},
-		{`{"postgres":"postgres://u@h/db","redis":"redis://h:1","registration":"maybe"}`, "registration"},
-		{`{"postgres":"postgres://u@h/db","redis":"redis://h:1","max_sessions":-4}`, "max_sessions"},
-		{`{"postgres":"postgres://u@h/db","redis":"redis://h:1","redis_cluster":["h:2"]}`, "redis"},
+	for _, tc := range []struct{ name, app, want string }{
+		{"no postgres", `{"redis":"redis://localhost:6379"}`, "postgres"},
+		{"registration neither open nor closed", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","registration":"maybe"}`, "registration"},
+		{"max_sessions negative", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","max_sessions":-4}`, "max_sessions"},
+		{"redis and redis_cluster", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","redis_cluster":["h:2"]}`, "redis"},
 	} {
-		err := caddy.Validate(&caddy.Config{AppsRaw: caddy.ModuleMap{"authgate": json.RawMessage(tc.app)}})
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: error %v, want one naming %s", tc.app, err, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			err := caddy.Validate(&caddy.Config{AppsRaw: caddy.ModuleMap{"authgate": json.RawMessage(tc.app)}})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%s: error %v, want one naming %s", tc.app, err, tc.want)
+			}
+		})
 	}
 }
 
@@ -306,23 +309,25 @@ func activeConfigText(e *env, extra string) string {
 // A store that cannot be reached at start fails the start, naming the URL
 // but never its password.
 func TestUnreachableStoreFailsStart(t *testing.T) {
-	for _, tc := range []struct{ pg, redis, want string }{
-		{"postgres://authgate:hunter2@127.0.0.1:1/authgate?sslmode=disable&connect_timeout=2", testenv.RedisURL(t), "postgres://authgate:xxxxx@127.0.0.1:1"},
-		{testenv.PostgresURL(t), "redis://:hunter2@127.0.0.1:1/0", "redis://:xxxxx@127.0.0.1:1"},
+	for _, tc := range []struct{ name, pg, redis, want string }{
+		{"postgres", "postgres://authgate:hunter2@127.0.0.1:1/authgate?sslmode=disable&connect_timeout=2", testenv.RedisURL(t), "postgres://authgate:xxxxx@127.0.0.1:1"},
+		{"redis", testenv.PostgresURL(t), "redis://:hunter2@127.0.0.1:1/0", "redis://:xxxxx@127.0.0.1:1"},
 	} {
-		text := "{\n\tadmin off\n\tpersist_config off\n\tauthgate {\n\t\tpostgres " + tc.pg + "\n\t\tredis " + tc.redis + "\n\t}\n}\n"
-		cfg, err := adapt(t, text)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = caddy.Load(cfg, true)
-		if err == nil {
-			_ = caddy.Stop()
-			t.Fatalf("started with an unreachable store")
-		}
-		if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "hunter2") {
-			t.Fatalf("error %q, want it to name %s without the password", err, tc.want)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			text := "{\n\tadmin off\n\tpersist_config off\n\tauthgate {\n\t\tpostgres " + tc.pg + "\n\t\tredis " + tc.redis + "\n\t}\n}\n"
+			cfg, err := adapt(t, text)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = caddy.Load(cfg, true)
+			if err == nil {
+				_ = caddy.Stop()
+				t.Fatalf("started with an unreachable store")
+			}
+			if !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error %q, want it to name %s without the password", err, tc.want)
+			}
+		})
 	}
 }
 

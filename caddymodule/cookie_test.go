@@ -47,15 +47,17 @@ func TestSecureCookieBehindTrustedProxy(t *testing.T) {
 					if door.name != "users API" && proto.name != "forwarded https" {
 						continue // one front door tries every case: they share web.Cookie
 					}
-					r := e.do(nil, door.method, door.path, door.body, append(slices.Clone(door.header), proto.header...)...)
-					cookie := r.header.Get("Set-Cookie")
-					if r.status != door.status || !strings.HasPrefix(cookie, "authgate_session=") {
-						t.Fatalf("%s, %s: %d %s, Set-Cookie %q", door.name, proto.name, r.status, r.body, cookie)
-					}
-					if secure := strings.Contains(cookie, "; Secure"); secure != proto.secure {
-						t.Errorf("%s, %s: Secure is %v, want %v (%s)", door.name, proto.name, secure, proto.secure, cookie)
-					}
-					sessions++
+					t.Run(door.name+", "+proto.name, func(t *testing.T) {
+						r := e.in(t).do(nil, door.method, door.path, door.body, append(slices.Clone(door.header), proto.header...)...)
+						cookie := r.header.Get("Set-Cookie")
+						if r.status != door.status || !strings.HasPrefix(cookie, "authgate_session=") {
+							t.Fatalf("%d %s, Set-Cookie %q", r.status, r.body, cookie)
+						}
+						sessions++
+						if secure := strings.Contains(cookie, "; Secure"); secure != proto.secure {
+							t.Errorf("Secure is %v, want %v (%s)", secure, proto.secure, cookie)
+						}
+					})
 				}
 			}
 			if keys := e.rdb.Keys(t.Context(), e.prefix+":*:session:*").Val(); len(keys) != min(sessions, 10) {

@@ -93,7 +93,7 @@ func newEnv(t testing.TB, opts options) *env {
 	if opts.smtp != "" {
 		mailer = "smtp " + opts.smtp
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	e.base = fmt.Sprintf("http://127.0.0.1:%d", port)
 	if opts.host != "" {
 		e.host = fmt.Sprintf("%s:%d", opts.host, port)
@@ -163,15 +163,6 @@ func (e *env) load(caddyfileText string) {
 		e.t.Fatalf("loading config: %v", err)
 	}
 	e.t.Cleanup(func() { _ = caddy.Stop() })
-}
-
-func freePort(t testing.TB) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // echoIdentity is the upstream: it tells what the gate passed on.

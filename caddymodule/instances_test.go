@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
 var (
@@ -47,7 +49,7 @@ func caddyBinary(t testing.TB) string {
 func (e *env) secondInstance(site string) string {
 	e.t.Helper()
 	bin := caddyBinary(e.t)
-	port := freePort(e.t)
+	port := testenv.FreePort(e.t)
 	dir := e.t.TempDir()
 	cfg := fmt.Sprintf(`{
 	admin off

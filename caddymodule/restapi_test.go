@@ -320,7 +320,7 @@ func TestExampleCaddyfileMailsItsOwnOrigin(t *testing.T) {
 	if err := json.Unmarshal(out, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	servers := cfg["apps"].(map[string]any)["http"].(map[string]any)["servers"].(map[string]any)
 	if len(servers) != 1 {
 		t.Fatalf("servers %v", servers)

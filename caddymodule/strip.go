@@ -3,7 +3,6 @@ package caddymodule
 import (
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/authgate/authgate/caddymodule/sessions"
@@ -109,6 +108,7 @@ func (b *trailerGuard) Read(p []byte) (int, error) {
 // other Authorization headers (the app's own) stay as they were.
 func (h *Handler) takeToken(r *http.Request) string {
 	var bearer, cookie string
+	found := false // a cookie net/http reads as the session cookie, maybe empty
 	if vals := r.Header["Authorization"]; len(vals) > 0 {
 		kept := vals[:0]
 		for _, v := range vals {
@@ -125,9 +125,9 @@ func (h *Handler) takeToken(r *http.Request) string {
 	if lines := r.Header["Cookie"]; len(lines) > 0 {
 		kept := lines[:0]
 		for _, line := range lines {
-			rest, value := stripCookie(line, h.cookie.Name, h.device)
-			if cookie == "" {
-				cookie = value
+			rest, value, ok := stripCookie(line, h.cookie.Name, h.device)
+			if !found && ok {
+				cookie, found = value, true
 			}
 			if rest != "" {
 				kept = append(kept, rest)
@@ -161,21 +161,22 @@ func sessionBearer(v string) (string, bool) {
 }
 
 // stripCookie removes the session cookie and the device cookie (in other
-// hands an allowance of password guesses) from one Cookie line. It returns
-// the rest of the line ("" if nothing is left), and the value of the first
-// cookie named exactly name (the one Go's r.Cookie would read).
-func stripCookie(line, name, device string) (rest, value string) {
+// hands an allowance of password guesses) from one Cookie line: every pair
+// that some upstream files under either name (see readAs). It returns the
+// rest of the line ("" if nothing is left), the other pairs byte for byte,
+// and the value of the first cookie net/http reads as name (the one
+// r.Cookie, and so the pages and the users API, would read), if any.
+func stripCookie(line, name, device string) (rest, value string, found bool) {
 	removed, kept := 0, 0
 	for s, more := line, true; more; {
 		var part string
 		part, s, more = strings.Cut(s, ";")
-		n, v, _ := strings.Cut(strings.TrimSpace(part), "=")
-		n = strings.TrimSpace(n)
+		part = strings.Trim(part, " \t")
 		switch {
-		case n == "" && v == "":
-		case sameCookieName(n, name) || sameCookieName(n, device):
-			if value == "" && n == name {
-				value = strings.Trim(strings.TrimSpace(v), `"`)
+		case part == "":
+		case readAs(part, name) || readAs(part, device):
+			if !found {
+				value, found = goCookieValue(part, name)
 			}
 			removed++
 		default:
@@ -183,17 +184,17 @@ func stripCookie(line, name, device string) (rest, value string) {
 		}
 	}
 	if removed == 0 {
-		return line, ""
+		return line, "", false
 	}
 	if kept == 0 {
-		return "", value
+		return "", value, found
 	}
 	var b strings.Builder
 	for s, more := line, true; more; {
 		var part string
 		part, s, more = strings.Cut(s, ";")
-		part = strings.TrimSpace(part)
-		if n, _, _ := strings.Cut(part, "="); part == "" || sameCookieName(strings.TrimSpace(n), name) || sameCookieName(strings.TrimSpace(n), device) {
+		part = strings.Trim(part, " \t")
+		if part == "" || readAs(part, name) || readAs(part, device) {
 			continue
 		}
 		if b.Len() > 0 {
@@ -201,62 +202,194 @@ func stripCookie(line, name, device string) (rest, value string) {
 		}
 		b.WriteString(part)
 	}
-	return b.String(), value
+	return b.String(), value, found
 }
 
-// sameCookieName reports whether an upstream could read a cookie named got
-// as the one named want. Some frameworks compare names case-insensitively;
-// PHP url-decodes a name, skips its leading spaces, turns " " and "." into
-// "_", and files "want[x]" as an array under want (a "[" without "]"
-// becomes "_").
-func sameCookieName(got, want string) bool {
-	if strings.EqualFold(got, want) {
-		return true
+// goCookieValue is the value of the pair part if net/http reads it as the
+// cookie name: names compare exactly, and a value (maybe empty) is unquoted
+// and must hold only the bytes net/http allows, or the pair does not count.
+func goCookieValue(part, name string) (string, bool) {
+	n, v, _ := strings.Cut(part, "=")
+	if strings.Trim(n, " \t") != name {
+		return "", false
 	}
-	j := 0
-	leading, mapping := true, true
-	for i := 0; i < len(got); i++ {
-		c := got[i]
-		if c == '%' && i+2 < len(got) {
-			if x, err := strconv.ParseUint(got[i+1:i+3], 16, 8); err == nil {
-				c = byte(x)
-				i += 2
+	if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+		v = v[1 : len(v)-1]
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c >= 0x7f || c == '"' || c == ';' || c == '\\' {
+			return "", false
+		}
+	}
+	return v, true
+}
+
+// readAs tells whether some upstream files the cookie pair part (from
+// between two semicolons) under the name its apps use for the cookie want.
+// FuzzTakeToken holds the readers, each written out as its upstream parses:
+//
+//   - net/http and the frameworks that compare names case-insensitively,
+//     with blanks around the name trimmed;
+//   - Django, which reads the header as Latin-1 and trims what Python calls
+//     space (also the bytes 0x85 and 0xA0) around the name;
+//   - PHP, which skips white space before the name, files " " and "." as
+//     "_", and "want[x]" as an array under want (a "[" never closed is a
+//     "_", and so are " ", "." and "[" after it); before the 2022 fix
+//     (7.4.31, 8.0.24, 8.1.11) it also url-decoded the name first ("+" is a
+//     space), and a NUL ended it;
+//   - Rack before 2.1, which also splits pairs at commas and url-decodes
+//     their names.
+func readAs(part, want string) bool {
+	n, _, hasValue := strings.Cut(part, "=")
+	return strings.EqualFold(strings.Trim(n, " \t"), want) ||
+		(hasValue && trimPythonSpace(n) == want) ||
+		phpReads(n, want, false) || phpReads(n, want, true) ||
+		rackReads(part, want)
+}
+
+// trimPythonSpace trims the bytes whose Latin-1 characters Python's
+// str.strip removes.
+func trimPythonSpace(s string) string {
+	space := func(c byte) bool {
+		return c == ' ' || '\t' <= c && c <= '\r' || 0x1c <= c && c <= 0x1f || c == 0x85 || c == 0xa0
+	}
+	for len(s) > 0 && space(s[0]) {
+		s = s[1:]
+	}
+	for len(s) > 0 && space(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// phpReads tells whether PHP files a cookie named n under the name a PHP
+// app uses for want, url-decoding the name first when decode is set.
+func phpReads(n, want string, decode bool) bool {
+	n = strings.TrimLeft(n, " \t\n\v\f\r")
+	// at returns the byte at i as PHP reads it, and where the next starts.
+	at := func(i int) (byte, int) {
+		if decode {
+			if c, next, ok := urlDecodedByte(n, i); ok {
+				return c, next
 			}
 		}
-		if leading && c == ' ' {
-			continue
-		}
-		leading = false
-		if mapping {
-			switch c {
-			case ' ', '.':
-				c = '_'
-			case '[':
-				if strings.IndexByte(got[i:], ']') >= 0 {
-					return j == len(want)
-				}
-				c, mapping = '_', false
+		return n[i], i + 1
+	}
+	// closed tells whether a "]" follows from i on, before a NUL ends the
+	// name.
+	closed := func(i int) bool {
+		for i < len(n) {
+			c, next := at(i)
+			if c == ']' || c == 0 {
+				return c == ']'
 			}
+			i = next
 		}
-		if j >= len(want) || lowerASCII(c) != lowerASCII(phpName(want[j])) {
+		return false
+	}
+	i, j := 0, 0
+	for i < len(n) { // leading spaces, decoded ones too
+		c, next := at(i)
+		if c != ' ' {
+			break
+		}
+		i = next
+	}
+	opened := false // a "[" that is never closed came before
+	for i < len(n) {
+		c, next := at(i)
+		switch {
+		case c == 0:
+			return j == len(want)
+		case c == ' ' || c == '.':
+			c = '_'
+		case c == '[' && j == 0:
+			return false // no name: no variable
+		case c == '[' && !opened && closed(next):
+			return j == len(want) // an array filed under the name so far
+		case c == '[':
+			c, opened = '_', true
+		}
+		if j >= len(want) || c != phpName(want[j]) {
 			return false
 		}
-		j++
+		i, j = next, j+1
 	}
 	return j == len(want)
+}
+
+// rackReads tells whether old Rack files a pair of part (split at commas
+// too, the spaces after a separator skipped) under want: its name
+// url-decoded, or as it is when that fails.
+func rackReads(part, want string) bool {
+	for s, more := part, true; more; {
+		var pair string
+		pair, s, more = strings.Cut(s, ",")
+		n, _, _ := strings.Cut(strings.TrimLeft(pair, " "), "=")
+		if !validURLEscapes(n) {
+			if n == want {
+				return true
+			}
+			continue
+		}
+		i, j := 0, 0
+		for i < len(n) && j < len(want) {
+			c, next, _ := urlDecodedByte(n, i)
+			if c != want[j] {
+				break
+			}
+			i, j = next, j+1
+		}
+		if i == len(n) && j == len(want) {
+			return true
+		}
+	}
+	return false
+}
+
+// urlDecodedByte decodes the byte at s[i] as a form does: "+" is a space,
+// %XX the byte XX. ok is false for a byte that is itself.
+func urlDecodedByte(s string, i int) (c byte, next int, ok bool) {
+	switch {
+	case s[i] == '+':
+		return ' ', i + 1, true
+	case s[i] == '%' && i+2 < len(s) && isHexDigit(s[i+1]) && isHexDigit(s[i+2]):
+		return unhex(s[i+1])<<4 | unhex(s[i+2]), i + 3, true
+	}
+	return s[i], i + 1, false
+}
+
+// validURLEscapes tells whether every "%" in s starts an escape.
+func validURLEscapes(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' {
+			if i+2 >= len(s) || !isHexDigit(s[i+1]) || !isHexDigit(s[i+2]) {
+				return false
+			}
+			i += 2
+		}
+	}
+	return true
+}
+
+func isHexDigit(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
 }
 
 // phpName maps a byte of a configured cookie name as PHP would.
 func phpName(c byte) byte {
 	if c == ' ' || c == '.' {
 		return '_'
-	}
-	return c
-}
-
-func lowerASCII(c byte) byte {
-	if 'A' <= c && c <= 'Z' {
-		return c + 'a' - 'A'
 	}
 	return c
 }

@@ -33,10 +33,14 @@ func TestStripIdentity(t *testing.T) {
 	}
 }
 
+// stripper is a gate with the session cookie named cookie.
+func stripper(cookie string) *Handler {
+	return &Handler{cookie: web.Cookie{Name: cookie}, device: web.Cookie{Name: cookie}.Device().Name}
+}
+
 func TestTakeToken(t *testing.T) {
 	const tok = "0123456789abcdef0123456789abcdef.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
 	const tok2 = "fedcba9876543210fedcba9876543210.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
-	h := &Handler{cookie: web.Cookie{Name: "authgate_session"}}
 	for _, tc := range []struct {
 		name     string
 		in, want http.Header
@@ -64,13 +68,29 @@ func TestTakeToken(t *testing.T) {
 			http.Header{}, tok2, ""},
 		{"nothing", http.Header{"Cookie": {"a=1;b=2"}},
 			http.Header{"Cookie": {"a=1;b=2"}}, "", ""},
+		{"names old PHP url-decodes", http.Header{"Cookie": {"authgate+session=x; authgate_session%00x=x; authgate_session%5Bx%5D=x; a+b=1"}},
+			http.Header{"Cookie": {"a+b=1"}}, "", ""},
+		{"a pair after a comma, for old Rack", http.Header{"Cookie": {"a=1, authgate_session=" + tok + "; b=2, c=3"}},
+			http.Header{"Cookie": {"b=2, c=3"}}, "", ""},
+		{"Latin-1 spaces Django trims", http.Header{"Cookie": {"\xa0authgate_session=x; authgate_session\x85=x; \u00a0authgate_session=x"}},
+			http.Header{"Cookie": {"\u00a0authgate_session=x"}}, "", ""},
+		{"only what PHP or a case-insensitive app reads goes", http.Header{"Cookie": {"AUTHGATE.SESSION=x; authgate_session_DEVICE=x; [authgate_session=x"}},
+			http.Header{"Cookie": {"AUTHGATE.SESSION=x; [authgate_session=x"}}, "", ""},
+		{"an empty value counts, as for net/http", http.Header{"Cookie": {"a=1; authgate_session=", "authgate_session=" + tok}},
+			http.Header{"Cookie": {"a=1"}}, "", ""},
+		{"a value net/http refuses does not count", http.Header{"Cookie": {`authgate_session=bad\value; authgate_session=` + tok}},
+			http.Header{}, tok, ""},
+		{"blanks around the other pairs go, the pairs stay", http.Header{"Cookie": {" a=1\u00a0 ;\tauthgate_session=" + tok + ";\tb = 2 "}},
+			http.Header{"Cookie": {"a=1\u00a0; b = 2"}}, tok, ""},
+		{"PHP files all of a.b.c after an unclosed bracket", http.Header{"Cookie": {"a[b.c=x; a_b_c=x; a.b.c=" + tok + "; a.b_c[]=x; ab.c=1"}},
+			http.Header{"Cookie": {"ab.c=1"}}, tok, "a.b.c"},
 		{"a cookie name with a dot", http.Header{"Cookie": {"my.session=" + tok + "; my_session=x; My.Session=x; a=1"}},
 			http.Header{"Cookie": {"a=1"}}, tok, "my.session"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := h
+			h := stripper("authgate_session")
 			if tc.cookie != "" {
-				h = &Handler{cookie: web.Cookie{Name: tc.cookie}}
+				h = stripper(tc.cookie)
 			}
 			r := &http.Request{Header: tc.in}
 			if got := h.takeToken(r); got != tc.token {
@@ -86,29 +106,36 @@ func TestTakeToken(t *testing.T) {
 // The common requests cost no allocation to strip.
 func TestTakeTokenAllocations(t *testing.T) {
 	const tok = "0123456789abcdef0123456789abcdef.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
-	h := &Handler{cookie: web.Cookie{Name: "authgate_session"}}
-	for name, hdr := range map[string]http.Header{
-		"cookie": {"Cookie": {"authgate_session=" + tok}},
-		"bearer": {"Authorization": {"Bearer " + tok}},
-		"others": {"Cookie": {"a=1; b=2"}, "Authorization": {"Basic eDp5"}, "Remote-User": {"x"}},
+	h := stripper("authgate_session")
+	for _, tc := range []struct {
+		name string
+		hdr  http.Header
+	}{
+		{"cookie", http.Header{"Cookie": {"authgate_session=" + tok}}},
+		{"cookie and device cookie", http.Header{"Cookie": {"authgate_session=" + tok + "; authgate_session_device=x"}}},
+		{"bearer", http.Header{"Authorization": {"Bearer " + tok}}},
+		{"others", http.Header{"Cookie": {"a=1; b=2"}, "Authorization": {"Basic eDp5"}, "Remote-User": {"x"}}},
+		{"others with escapes, brackets and commas", http.Header{"Cookie": {"a%20b=1; c+d=2; e[f]=3; g=4, h=5"}}},
 	} {
-		n := testing.AllocsPerRun(100, func() {
-			r := &http.Request{Header: http.Header{}}
-			for k, v := range hdr {
-				r.Header[k] = v[:len(v):len(v)]
+		t.Run(tc.name, func(t *testing.T) {
+			n := testing.AllocsPerRun(100, func() {
+				r := &http.Request{Header: http.Header{}}
+				for k, v := range tc.hdr {
+					r.Header[k] = v[:len(v):len(v)]
+				}
+				stripIdentity(r.Header)
+				h.takeToken(r)
+			})
+			// The map and its copy of the values are the test's own.
+			if base := testing.AllocsPerRun(100, func() {
+				r := &http.Request{Header: http.Header{}}
+				for k, v := range tc.hdr {
+					r.Header[k] = v[:len(v):len(v)]
+				}
+			}); n > base {
+				t.Fatalf("%.0f allocations", n-base)
 			}
-			stripIdentity(r.Header)
-			h.takeToken(r)
 		})
-		// The map and its copy of the values are the test's own.
-		if base := testing.AllocsPerRun(100, func() {
-			r := &http.Request{Header: http.Header{}}
-			for k, v := range hdr {
-				r.Header[k] = v[:len(v):len(v)]
-			}
-		}); n > base {
-			t.Errorf("%s: %.0f allocations", name, n-base)
-		}
 	}
 }
 

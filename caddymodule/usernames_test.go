@@ -249,10 +249,13 @@ func TestUsernameMigration(t *testing.T) {
 		{"BOB", "Bob", "bob"},
 		{"carol", "carol", "carol"},
 	} {
-		ssid := e.login(e.client(), tc.typed, oldPassword(tc.owner)).str("ssid")
-		if user, id := e.upstreamSees(ssid); user != tc.upstream || id != ids[tc.owner] {
-			t.Errorf("login as %q: upstream sees %q (%d), want %q (%d)", tc.typed, user, id, tc.upstream, ids[tc.owner])
-		}
+		t.Run("login as "+tc.typed, func(t *testing.T) {
+			e := e.in(t)
+			ssid := e.login(e.client(), tc.typed, oldPassword(tc.owner)).str("ssid")
+			if user, id := e.upstreamSees(ssid); user != tc.upstream || id != ids[tc.owner] {
+				t.Fatalf("upstream sees %q (%d), want %q (%d)", user, id, tc.upstream, ids[tc.owner])
+			}
+		})
 	}
 	for _, name := range []string{"admin,root", "\u0430dmin"} {
 		r := e.do(nil, "POST", "/auth/users/login", map[string]any{"username": name, "password": oldPassword(name)})

@@ -95,12 +95,16 @@ func TestMessageBytes(t *testing.T) {
 }
 
 func TestMessageBodyLineEndings(t *testing.T) {
-	for _, body := range []string{"a\nb", "a\r\nb\r\n", "a\rb\r", ""} {
-		b, err := Message{From: "a@example.com", To: "b@example.com", Body: body}.Bytes(testNow)
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkCRLF(t, b)
+	for _, tc := range []struct{ name, body string }{
+		{"LF", "a\nb"}, {"CRLF", "a\r\nb\r\n"}, {"CR", "a\rb\r"}, {"empty", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := Message{From: "a@example.com", To: "b@example.com", Body: tc.body}.Bytes(testNow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCRLF(t, b)
+		})
 	}
 }
 
@@ -246,15 +250,17 @@ func TestMessageRefusesInjection(t *testing.T) {
 }
 
 func TestEnvelope(t *testing.T) {
-	tests := []struct{ from, to, wantFrom, wantTo string }{
-		{"Authgate <no-reply@example.com>", "Ann <ann@example.org>", "no-reply@example.com", "ann@example.org"},
-		{"no-reply@example.com", `"john doe"@example.org`, "no-reply@example.com", `"john doe"@example.org`},
-		{"no-reply@example.com", "ann@[192.0.2.1]", "no-reply@example.com", "ann@[192.0.2.1]"},
+	tests := []struct{ name, from, to, wantFrom, wantTo string }{
+		{"display names", "Authgate <no-reply@example.com>", "Ann <ann@example.org>", "no-reply@example.com", "ann@example.org"},
+		{"a quoted local part", "no-reply@example.com", `"john doe"@example.org`, "no-reply@example.com", `"john doe"@example.org`},
+		{"an address literal", "no-reply@example.com", "ann@[192.0.2.1]", "no-reply@example.com", "ann@[192.0.2.1]"},
 	}
 	for _, tt := range tests {
-		from, to, err := Message{From: tt.from, To: tt.to}.envelope()
-		if err != nil || from != tt.wantFrom || to != tt.wantTo {
-			t.Errorf("envelope(%q, %q) = %q, %q, %v; want %q, %q", tt.from, tt.to, from, to, err, tt.wantFrom, tt.wantTo)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			from, to, err := Message{From: tt.from, To: tt.to}.envelope()
+			if err != nil || from != tt.wantFrom || to != tt.wantTo {
+				t.Fatalf("envelope(%q, %q) = %q, %q, %v; want %q, %q", tt.from, tt.to, from, to, err, tt.wantFrom, tt.wantTo)
+			}
+		})
 	}
 }

@@ -135,7 +135,7 @@ func (m *SMTPMailer) send(ctx context.Context, msg Message) error {
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
-	if err := m.session(ctx, conn, from, to, data); err != nil {
+	if err := m.session(ctx, &boundedConn{Conn: conn, left: maxReply}, from, to, data); err != nil {
 		// Report an ended ctx as such. The connection's deadline may fire a
 		// moment before ctx's own timer does.
 		cerr := ctx.Err()
@@ -200,6 +200,42 @@ func (m *SMTPMailer) session(ctx context.Context, conn net.Conn, from, to string
 	// The server has accepted the mail; a failed QUIT changes nothing.
 	_ = c.Quit()
 	return nil
+}
+
+// maxReply bounds what a server may send between two writes of ours: a
+// reply (net/textproto reads a line, and the lines of a reply, without
+// limit; RFC 5321 allows 512 bytes a line, and an EHLO answer is a few
+// dozen lines), or a flight of the TLS handshake (a certificate chain).
+const maxReply = 64 << 10
+
+// errReplyTooLong ends a session whose server sends more than maxReply in
+// one go: a broken or hostile server cannot hold memory for as long as the
+// deadline lasts.
+var errReplyTooLong = fmt.Errorf("the server sent more than %d KiB without waiting for us", maxReply>>10)
+
+// boundedConn lets the server send at most maxReply bytes after each write
+// of ours. SMTP without pipelining, as net/smtp speaks it, is strictly turn
+// by turn.
+type boundedConn struct {
+	net.Conn
+	left int
+}
+
+func (c *boundedConn) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, errReplyTooLong
+	}
+	if len(p) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.Conn.Read(p)
+	c.left -= n
+	return n, err
+}
+
+func (c *boundedConn) Write(p []byte) (int, error) {
+	c.left = maxReply
+	return c.Conn.Write(p)
 }
 
 func (m *SMTPMailer) tlsConfig() *tls.Config {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/authgate/authgate/caddymodule/mail/mailtest"
+	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
 var testMessage = Message{
@@ -328,12 +330,7 @@ func TestSMTPScrubsEchoedCredentials(t *testing.T) {
 }
 
 func TestSMTPServerDown(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	m, err := NewSMTPMailer("smtp://mailer:s3cret@" + addr)
 	if err != nil {
 		t.Fatal(err)
@@ -398,91 +395,96 @@ func TestSMTPRefusesBadMessageBeforeConnecting(t *testing.T) {
 
 func TestNewSMTPMailer(t *testing.T) {
 	tests := []struct {
+		name       string
 		url        string
 		host, port string
 		implicit   bool
 		user, pass string
 		str        string
 	}{
-		{"smtp://mailer:s3cret@mail.example.com", "mail.example.com", "587", false, "mailer", "s3cret", "smtp://mailer:xxxxx@mail.example.com:587"},
-		{"smtps://mailer:s3cret@mail.example.com", "mail.example.com", "465", true, "mailer", "s3cret", "smtps://mailer:xxxxx@mail.example.com:465"},
-		{"SMTP://mail.example.com:2525/", "mail.example.com", "2525", false, "", "", "smtp://mail.example.com:2525"},
-		{"smtp://m%40example.com:s3%2Fcr%3Aet%40@[::1]:25", "::1", "25", false, "m@example.com", "s3/cr:et@", "smtp://m%40example.com:xxxxx@[::1]:25"},
+		{"STARTTLS on the default port", "smtp://mailer:s3cret@mail.example.com", "mail.example.com", "587", false, "mailer", "s3cret", "smtp://mailer:xxxxx@mail.example.com:587"},
+		{"implicit TLS on the default port", "smtps://mailer:s3cret@mail.example.com", "mail.example.com", "465", true, "mailer", "s3cret", "smtps://mailer:xxxxx@mail.example.com:465"},
+		{"no credentials, a port and a slash", "SMTP://mail.example.com:2525/", "mail.example.com", "2525", false, "", "", "smtp://mail.example.com:2525"},
+		{"escaped credentials, an IPv6 host", "smtp://m%40example.com:s3%2Fcr%3Aet%40@[::1]:25", "::1", "25", false, "m@example.com", "s3/cr:et@", "smtp://m%40example.com:xxxxx@[::1]:25"},
 	}
 	for _, tt := range tests {
-		m, err := NewSMTPMailer(tt.url)
-		if err != nil {
-			t.Errorf("NewSMTPMailer(%q): %v", tt.url, err)
-			continue
-		}
-		if m.host != tt.host || m.port != tt.port || m.implicitTLS != tt.implicit || m.user != tt.user || m.pass != tt.pass {
-			t.Errorf("NewSMTPMailer(%q) = %+v", tt.url, m)
-		}
-		if m.String() != tt.str {
-			t.Errorf("String() = %q, want %q", m.String(), tt.str)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := NewSMTPMailer(tt.url)
+			if err != nil {
+				t.Fatalf("NewSMTPMailer(%q): %v", tt.url, err)
+			}
+			if m.host != tt.host || m.port != tt.port || m.implicitTLS != tt.implicit || m.user != tt.user || m.pass != tt.pass {
+				t.Errorf("NewSMTPMailer(%q) = %+v", tt.url, m)
+			}
+			if m.String() != tt.str {
+				t.Errorf("String() = %q, want %q", m.String(), tt.str)
+			}
+		})
 	}
 
-	for _, bad := range []string{
-		"",
-		"mail.example.com:587",
-		"http://mailer:s3cret@mail.example.com",
-		"smtp://",
-		"smtp:mailer:s3cret@mail.example.com",
-		"smtp://mailer:s3cret@mail.example.com/path",
-		"smtp://mailer:s3cret@mail.example.com?tls=off",
-		"smtp://mailer:s3cret@mail.example.com#x",
-		"smtp://mailer@mail.example.com",
-		"smtp://mailer:@mail.example.com",
-		"smtp://:s3cret@mail.example.com",
-		"smtp://mailer:s3cret@mail.example.com:0",
-		"smtp://mailer:s3cret@mail.example.com:70000",
-		"smtp://mailer:s3cret@mail.example.com:smtp",
-		"smtp://mailer:s3cret/x@mail.example.com",     // unescaped '/': does not parse
-		"smtp://mailer:12345/s3cret@mail.example.com", // parses, password in the path
-		"smtp://mailer:s3cret?x@mail.example.com",
-		"smtp://mailer:s3cret#x@mail.example.com",
-		"smtp://mailer:s3%zzcret@mail.example.com",
+	for _, tc := range []struct{ name, url string }{
+		{"empty", ""},
+		{"no scheme", "mail.example.com:587"},
+		{"another scheme", "http://mailer:s3cret@mail.example.com"},
+		{"no host", "smtp://"},
+		{"opaque", "smtp:mailer:s3cret@mail.example.com"},
+		{"a path", "smtp://mailer:s3cret@mail.example.com/path"},
+		{"a query", "smtp://mailer:s3cret@mail.example.com?tls=off"},
+		{"a fragment", "smtp://mailer:s3cret@mail.example.com#x"},
+		{"a user without a password", "smtp://mailer@mail.example.com"},
+		{"an empty password", "smtp://mailer:@mail.example.com"},
+		{"a password without a user", "smtp://:s3cret@mail.example.com"},
+		{"port 0", "smtp://mailer:s3cret@mail.example.com:0"},
+		{"a port too high", "smtp://mailer:s3cret@mail.example.com:70000"},
+		{"a port by name", "smtp://mailer:s3cret@mail.example.com:smtp"},
+		{"an unescaped slash: does not parse", "smtp://mailer:s3cret/x@mail.example.com"},
+		{"parses, the password in the path", "smtp://mailer:12345/s3cret@mail.example.com"},
+		{"an unescaped question mark", "smtp://mailer:s3cret?x@mail.example.com"},
+		{"an unescaped hash", "smtp://mailer:s3cret#x@mail.example.com"},
+		{"a bad escape", "smtp://mailer:s3%zzcret@mail.example.com"},
 	} {
-		_, err := NewSMTPMailer(bad)
-		if err == nil {
-			t.Errorf("NewSMTPMailer(%q) accepted", bad)
-			continue
-		}
-		for _, secret := range []string{"s3cret", "12345"} {
-			if strings.Contains(err.Error(), secret) {
-				t.Errorf("NewSMTPMailer(%q) error %q shows the password", bad, err)
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewSMTPMailer(tc.url)
+			if err == nil {
+				t.Fatalf("NewSMTPMailer(%q) accepted", tc.url)
 			}
-		}
+			for _, secret := range []string{"s3cret", "12345"} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("NewSMTPMailer(%q) error %q shows the password", tc.url, err)
+				}
+			}
+		})
 	}
 }
 
 func TestRedact(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"", ""},
-		{"postgres://authgate:s3cret@db:5432/authgate?sslmode=disable", "postgres://authgate:xxxxx@db:5432/authgate?sslmode=disable"},
-		{"postgres://authgate@localhost/authgate?sslmode=disable", "postgres://authgate@localhost/authgate?sslmode=disable"},
-		{"redis://:s3cret@localhost:6379/0", "redis://:xxxxx@localhost:6379/0"},
-		{"rediss://default:s3%2Fcret@cache:6380/1", "rediss://default:xxxxx@cache:6380/1"},
-		{"redis://localhost:6379/0", "redis://localhost:6379/0"},
-		{"smtp://mailer:p@ss@mail.example.com:587", "smtp://mailer:xxxxx@mail.example.com:587"},
-		{"postgres://db/app?user=a&password=s3cret&sslmode=require", "postgres://db/app?user=a&password=xxxxx&sslmode=require"},
-		{"postgres://db/app?sslpassword=s3cret&PassWord=s3cret", "postgres://db/app?sslpassword=xxxxx&PassWord=xxxxx"},
-		{"redis://db/0?token=s3cret&a=%zz", "redis://db/0?token=xxxxx&a=%zz"},
-		{"redis://db/0?%zz=s3cret", "redis://db/0?%zz=xxxxx"},
+	tests := []struct{ name, in, want string }{
+		{"empty", "", ""},
+		{"a postgres password", "postgres://authgate:s3cret@db:5432/authgate?sslmode=disable", "postgres://authgate:xxxxx@db:5432/authgate?sslmode=disable"},
+		{"postgres without a password", "postgres://authgate@localhost/authgate?sslmode=disable", "postgres://authgate@localhost/authgate?sslmode=disable"},
+		{"a redis password", "redis://:s3cret@localhost:6379/0", "redis://:xxxxx@localhost:6379/0"},
+		{"an escaped password", "rediss://default:s3%2Fcret@cache:6380/1", "rediss://default:xxxxx@cache:6380/1"},
+		{"redis without a password", "redis://localhost:6379/0", "redis://localhost:6379/0"},
+		{"an @ in the password", "smtp://mailer:p@ss@mail.example.com:587", "smtp://mailer:xxxxx@mail.example.com:587"},
+		{"a password parameter", "postgres://db/app?user=a&password=s3cret&sslmode=require", "postgres://db/app?user=a&password=xxxxx&sslmode=require"},
+		{"parameters naming a password in any case", "postgres://db/app?sslpassword=s3cret&PassWord=s3cret", "postgres://db/app?sslpassword=xxxxx&PassWord=xxxxx"},
+		{"a token parameter beside a bad escape", "redis://db/0?token=s3cret&a=%zz", "redis://db/0?token=xxxxx&a=%zz"},
+		{"a parameter name that does not decode", "redis://db/0?%zz=s3cret", "redis://db/0?%zz=xxxxx"},
 		// Unescaped reserved characters in the password: the rest of the
 		// URL is not trusted either.
-		{"smtp://mailer:12345/s3cret@mail.example.com", "smtp://xxxxx"},
-		{"smtp://mailer:12345?s3cret@mail.example.com", "smtp://xxxxx"},
-		{"smtp://mailer:12345#s3cret@mail.example.com", "smtp://xxxxx"},
-		{"smtp://mailer:s3cret?x@mail.example.com", "xxxxx"}, // does not parse
-		{"smtp://mailer:s3/cret@mail.example.com", "xxxxx"},
-		{"mailer:s3cret@mail.example.com", "xxxxx"}, // not scheme://
-		{"host=db password=s3cret", "xxxxx"},        // libpq key=value
+		{"an unescaped slash in the password", "smtp://mailer:12345/s3cret@mail.example.com", "smtp://xxxxx"},
+		{"an unescaped question mark in the password", "smtp://mailer:12345?s3cret@mail.example.com", "smtp://xxxxx"},
+		{"an unescaped hash in the password", "smtp://mailer:12345#s3cret@mail.example.com", "smtp://xxxxx"},
+		{"does not parse", "smtp://mailer:s3cret?x@mail.example.com", "xxxxx"},
+		{"does not parse either", "smtp://mailer:s3/cret@mail.example.com", "xxxxx"},
+		{"not scheme://", "mailer:s3cret@mail.example.com", "xxxxx"},
+		{"libpq key=value", "host=db password=s3cret", "xxxxx"},
 	}
 	for _, tt := range tests {
-		if got := Redact(tt.in); got != tt.want {
-			t.Errorf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Redact(tt.in); got != tt.want {
+				t.Fatalf("Redact(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
 	}
 }

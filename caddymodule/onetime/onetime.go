@@ -126,8 +126,11 @@ func (s *Store) CheckOTP(ctx context.Context, userhash, reqid, code string) erro
 	if errors.Is(err, redis.Nil) {
 		return ErrInvalid
 	}
-	if err != nil || len(vals) != 2 {
+	if err != nil {
 		return fmt.Errorf("checking OTP: %w", store.RedisErr(err))
+	}
+	if len(vals) != 2 {
+		return fmt.Errorf("checking OTP: the script answered %d values, not [reqid, mac]", len(vals))
 	}
 	reqOK := subtle.ConstantTimeCompare([]byte(vals[0]), []byte(reqid))
 	macOK := subtle.ConstantTimeCompare([]byte(vals[1]), []byte(s.mac(userhash, reqid, code)))

@@ -3,36 +3,46 @@ package pages
 import "testing"
 
 func TestSafeRedirect(t *testing.T) {
-	for _, target := range []string{
-		"",
-		"https://evil.example/",
-		"http://evil.example",
-		"//evil.example",
-		"//evil.example/path",
-		"/\\evil.example",
-		"\\\\evil.example",
-		"/\\/evil.example",
-		"javascript:alert(1)",
-		"JavaScript:alert(1)",
-		"data:text/html,<script>alert(1)</script>",
-		"evil.example",
-		"relative/path",
-		"/\t/evil.example",
-		"/\n/evil.example",
-		"/%0d%0aSet-Cookie:x=y" + "\r\n",
-		"https:/evil.example",
-		"/path\\..\\..\\evil",
-		" /leading-space",
-		"/" + string(make([]byte, 3000)),
-		"\x00/",
+	for _, tc := range []struct {
+		name, target string
+		kept         bool
+	}{
+		{"empty", "", false},
+		{"absolute https", "https://evil.example/", false},
+		{"absolute http", "http://evil.example", false},
+		{"scheme-relative", "//evil.example", false},
+		{"scheme-relative with a path", "//evil.example/path", false},
+		{"slash backslash", "/\\evil.example", false},
+		{"two backslashes", "\\\\evil.example", false},
+		{"slash backslash slash", "/\\/evil.example", false},
+		{"javascript", "javascript:alert(1)", false},
+		{"JavaScript", "JavaScript:alert(1)", false},
+		{"data", "data:text/html,<script>alert(1)</script>", false},
+		{"a host name", "evil.example", false},
+		{"a relative path", "relative/path", false},
+		{"a tab between the slashes", "/\t/evil.example", false},
+		{"a newline between the slashes", "/\n/evil.example", false},
+		{"CRLF", "/%0d%0aSet-Cookie:x=y" + "\r\n", false},
+		{"https with one slash", "https:/evil.example", false},
+		{"backslashes in the path", "/path\\..\\..\\evil", false},
+		{"a leading space", " /leading-space", false},
+		{"too long", "/" + string(make([]byte, 3000)), false},
+		{"NUL first", "\x00/", false},
+		{"the root", "/", true},
+		{"a path", "/app", true},
+		{"a query", "/app/page?x=1&y=two", true},
+		{"a fragment", "/a/b/c#frag", true},
+		{"encoded slashes in the query", "/search?q=%2F%2Fevil", true},
+		{"encoded UTF-8", "/caf%C3%A9", true},
 	} {
-		if got := SafeRedirect(target); got != "/" {
-			t.Errorf("SafeRedirect(%q) = %q, want /", target, got)
-		}
-	}
-	for _, target := range []string{"/", "/app", "/app/page?x=1&y=two", "/a/b/c#frag", "/search?q=%2F%2Fevil", "/caf%C3%A9"} {
-		if got := SafeRedirect(target); got != target {
-			t.Errorf("SafeRedirect(%q) = %q, want it kept", target, got)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			want := "/"
+			if tc.kept {
+				want = tc.target
+			}
+			if got := SafeRedirect(tc.target); got != want {
+				t.Fatalf("SafeRedirect(%q) = %q, want %q", tc.target, got, want)
+			}
+		})
 	}
 }

@@ -12,7 +12,6 @@ package restapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -430,19 +429,9 @@ var sharedMessages = map[int]string{
 }
 
 func (a *API) user(w http.ResponseWriter, status int, id int64, username, message string) {
-	write(w, status, map[string]any{"success": true, "user_id": id, "username": username, "messages": []string{message}})
+	web.WriteJSON(w, status, map[string]any{"success": true, "user_id": id, "username": username, "messages": []string{message}})
 }
 
 func reply(w http.ResponseWriter, status int, success bool, message string) {
-	write(w, status, map[string]any{"success": success, "messages": []string{message}})
-}
-
-func write(w http.ResponseWriter, status int, body map[string]any) {
-	b, _ := json.Marshal(body)
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	web.WriteJSON(w, status, map[string]any{"success": success, "messages": []string{message}})
 }

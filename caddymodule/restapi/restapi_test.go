@@ -196,6 +196,13 @@ func serve(t *testing.T, f *fakeService, c call) (int, answered, *httptest.Respo
 	api := &API{Service: f, Cookie: web.Cookie{Name: "s"}, Logger: zap.NewNop(),
 		ResetURL: "{prefix}/reset?token={token}", Origin: "https://app.example.com", Prefix: "/auth"}
 	api.Serve(w, r, c.path)
+	like := httptest.NewRecorder() // every answer has the headers of web.WriteJSON
+	web.WriteJSON(like, w.Code, nil)
+	for k := range like.Header() {
+		if w.Header().Get(k) != like.Header().Get(k) {
+			t.Errorf("%s: %s %q, want %q", c.path, k, w.Header().Get(k), like.Header().Get(k))
+		}
+	}
 	var rep answered
 	if err := json.Unmarshal(w.Body.Bytes(), &rep); err != nil || len(rep.Messages) != 1 {
 		t.Fatalf("%s: not the dialect's answer: %v: %s", c.path, err, w.Body)

@@ -258,8 +258,11 @@ func (s *Store) RevokeUser(ctx context.Context, userhash, keepID string) (int, e
 	note := newAnnouncement(userhash)
 	res, err := revokeScript.Run(ctx, s.rdb, []string{s.indexKey(userhash)},
 		s.sessionKey(userhash, ""), keepID, s.channel(), note.payload()).Int64Slice()
-	if err != nil || len(res) != 2 {
+	if err != nil {
 		return 0, fmt.Errorf("ending sessions: %w", store.RedisErr(err))
+	}
+	if len(res) != 2 {
+		return 0, fmt.Errorf("ending sessions: the script answered %v, not [ended, heard]", res)
 	}
 	s.awaitHeard(ctx, note, int(res[1]))
 	return int(res[0]), nil

@@ -168,14 +168,29 @@ func tail(path string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// freePort returns a loopback TCP port that is free right now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+// FreePorts returns n distinct loopback TCP ports that are free right now:
+// the listeners stay open until all n are picked, so that none repeats.
+// Whoever uses one later may find it taken meanwhile; the servers here
+// start on it or fail saying so.
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
+}
+
+func freePort() (int, error) {
+	ports, err := FreePorts(1)
+	if err != nil {
+		return 0, err
+	}
+	return ports[0], nil
 }
 
 // lookPath finds a server binary, or says which Debian package provides it.

@@ -167,3 +167,14 @@ func OwnRedis(t testing.TB) *Redis {
 	})
 	return r
 }
+
+// FreePort returns a loopback TCP port that is free right now (see
+// FreePorts), or fails the test.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	port, err := freePort()
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	return port
+}

@@ -10,7 +10,6 @@ package usersapi
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"slices"
@@ -290,11 +289,5 @@ func Succeed(w http.ResponseWriter, message any) { reply(w, http.StatusOK, true,
 func Fail(w http.ResponseWriter, status int, code string) { reply(w, status, false, code) }
 
 func reply(w http.ResponseWriter, status int, success bool, message any) {
-	body, _ := json.Marshal(map[string]any{"success": success, "data": map[string]any{"message": message}})
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	web.WriteJSON(w, status, map[string]any{"success": success, "data": map[string]any{"message": message}})
 }

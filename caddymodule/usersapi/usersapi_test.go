@@ -139,6 +139,13 @@ func serve(t *testing.T, f *fakeService, c call) (int, any, *httptest.ResponseRe
 	w := httptest.NewRecorder()
 	api := &API{Service: f, Cookie: web.Cookie{Name: "s"}, Logger: zap.NewNop()}
 	api.Serve(w, r, c.path)
+	like := httptest.NewRecorder() // every answer has the headers of web.WriteJSON
+	web.WriteJSON(like, w.Code, nil)
+	for k := range like.Header() {
+		if w.Header().Get(k) != like.Header().Get(k) {
+			t.Errorf("%s: %s %q, want %q", c.path, k, w.Header().Get(k), like.Header().Get(k))
+		}
+	}
 	var env struct {
 		Success any `json:"success"`
 		Data    struct {

@@ -261,19 +261,37 @@ func BadValues(form url.Values) bool {
 }
 
 // fromJSON reads a JSON object's scalar members; bad tells whether the text
-// holds NUL or anything that is not UTF-8.
+// holds NUL or anything that is not UTF-8. An object that names a member
+// twice is refused (unless it has bad bytes, which are refused as such):
+// decoders differ on which one counts (Go's and JavaScript's the last, a
+// form reader here the first), so a proxy or log before us could read
+// other parameters than we do.
 func (p Params) fromJSON(body []byte) (bad bool, err error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
-	var obj map[string]any
-	if err := dec.Decode(&obj); err != nil || dec.More() {
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
 		return false, ErrBadInput
 	}
 	bad = !utf8.Valid(body) || halfSurrogate(body)
-	for k, v := range obj {
+	seen, twice := map[string]bool{}, false
+	for dec.More() {
+		tok, err := dec.Token()
+		k, ok := tok.(string)
+		if err != nil || !ok {
+			return false, ErrBadInput
+		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			return false, ErrBadInput
+		}
 		if s, ok := v.(string); (ok && username.BadBytes(s)) || username.BadBytes(k) {
 			bad = true
 		}
+		if seen[k] { // the first counts, as in a form
+			twice = true
+			continue
+		}
+		seen[k] = true
 		switch v := v.(type) {
 		case string:
 			p.values[k] = v
@@ -284,6 +302,15 @@ func (p Params) fromJSON(body []byte) (bad bool, err error) {
 		default: // null, objects and arrays are no parameter of ours: absent
 			delete(p.values, k)
 		}
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return false, ErrBadInput
+	}
+	if _, err := dec.Token(); err != io.EOF { // one object, and nothing after it
+		return false, ErrBadInput
+	}
+	if twice && !bad {
+		return false, ErrBadInput
 	}
 	return bad, nil
 }
@@ -353,6 +380,20 @@ func SameOrigin(r *http.Request) bool {
 		return false // includes "null", sent from sandboxed or privacy-sensitive contexts
 	}
 	return strings.EqualFold(u.Host, r.Host)
+}
+
+// WriteJSON writes v, a value of plain maps, slices, strings, numbers and
+// booleans, as a JSON answer with status: never stored by a cache (answers
+// carry session tokens and personal data), never sniffed as another type.
+// Both API dialects answer through it.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	body, _ := json.Marshal(v)
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(body, '\n'))
 }
 
 // Failure classifies the errors every front door shares and returns their

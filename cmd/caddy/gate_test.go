@@ -12,7 +12,6 @@ import (
 	"html"
 	"io"
 	"mime/quotedprintable"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/mail"
@@ -186,7 +185,7 @@ func startGate(t *testing.T, opts ...gateOption) *gate {
 	upstream := httptest.NewServer(setup.upstream) // on 127.0.0.1
 	t.Cleanup(upstream.Close)
 
-	port := freePort(t)
+	port := testenv.FreePort(t)
 	g.base = fmt.Sprintf("http://127.0.0.1:%d", port)
 	caddyfile := fmt.Sprintf(`{
 	admin off
@@ -284,16 +283,6 @@ http://127.0.0.1:%d {
 	g.rdb = redis.NewClient(ropts)
 	t.Cleanup(func() { g.rdb.Close() })
 	return g
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // api posts a form to the users API and returns data.message.
