@@ -193,7 +193,7 @@ func (e *env) client() *http.Client {
 	jar, _ := cookiejar.New(nil)
 	return &http.Client{
 		Jar:           jar,
-		Timeout:       20 * time.Second,
+		Timeout:       testenv.Patience,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }

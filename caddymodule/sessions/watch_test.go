@@ -14,16 +14,6 @@ import (
 	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
-// waitFor polls cond until it holds; the deadline only catches a hung test.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("still waiting for %s", what)
-		}
-	}
-}
-
 // A panic in the watcher is logged, drops the cache, and keeps it off until
 // the watcher has subscribed again; Watch returns, its pings ended, when its
 // context ends.
@@ -56,7 +46,7 @@ func TestWatchRecoversFromPanic(t *testing.T) {
 		defer close(done)
 		s.Watch(ctx, zap.New(core))
 	}()
-	waitFor(t, "the cache on", func() bool { return count("session cache on") == 1 && s.CacheLive() })
+	testenv.WaitFor(t, "the cache on", func() bool { return count("session cache on") == 1 && s.CacheLive() })
 
 	token, sess, err := s.Create(t.Context(), Session{UserID: 1, Userhash: alice, Username: "alice"})
 	if err != nil {
@@ -75,7 +65,7 @@ func TestWatchRecoversFromPanic(t *testing.T) {
 	if err := rdb.Publish(t.Context(), s.channel(), "another-user").Err(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the panic logged", func() bool {
+	testenv.WaitFor(t, "the panic logged", func() bool {
 		return count("session cache watcher panicked: cache off until it has subscribed again") == 1
 	})
 	if s.CacheLive() {
@@ -84,13 +74,13 @@ func TestWatchRecoversFromPanic(t *testing.T) {
 	if err := rs.Resume(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the cache on again", func() bool { return count("session cache on") == 2 && s.CacheLive() })
+	testenv.WaitFor(t, "the cache on again", func() bool { return count("session cache on") == 2 && s.CacheLive() })
 	if _, err := s.Lookup(t.Context(), token); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("served from a cache that outlived the panic: %v", err)
 	}
 
 	cancel()
-	waitFor(t, "Watch to return", func() bool {
+	testenv.WaitFor(t, "Watch to return", func() bool {
 		select {
 		case <-done:
 			return true
