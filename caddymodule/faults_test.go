@@ -272,6 +272,17 @@ func TestFaultPostgresRestartDuringRegistrations(t *testing.T) {
 		defer mu.Unlock()
 		return len(done)
 	}
+	// more waits until n more registrations have finished (or one failed:
+	// the test reports it below).
+	more := func(what string, n int) {
+		t.Helper()
+		want := finished() + n
+		testenv.WaitFor(t, what, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(done) >= want || len(wrong) > 0
+		})
+	}
 	for range scale(4, 8) {
 		wg.Go(func() {
 			c := e.client()
@@ -296,6 +307,7 @@ func TestFaultPostgresRestartDuringRegistrations(t *testing.T) {
 						break
 					}
 					refused.Add(1)
+					time.Sleep(20 * time.Millisecond) // a client's pause before it tries again
 				}
 				mu.Lock()
 				done = append(done, reg)
@@ -303,8 +315,8 @@ func TestFaultPostgresRestartDuringRegistrations(t *testing.T) {
 			}
 		})
 	}
-	for i := range scale(1, 6) {
-		testenv.WaitFor(t, "registrations under way", func() bool { return finished() >= 5*(i+1) })
+	for range scale(1, 6) {
+		more("registrations under way", 5)
 		// Down until a registration has found it down.
 		before := refused.Load()
 		if err := pg.Stop(); err != nil {
@@ -315,8 +327,7 @@ func TestFaultPostgresRestartDuringRegistrations(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	after := finished()
-	testenv.WaitFor(t, "registrations after the restart", func() bool { return finished() >= after+5 })
+	more("registrations after the restart", 5)
 	close(stop)
 	wg.Wait()
 	for _, w := range wrong {
@@ -439,11 +450,16 @@ func TestFaultConcurrentRegistrations(t *testing.T) {
 		wg      sync.WaitGroup
 		start   = make(chan struct{})
 	)
+	// Every registration that gets past the check for an existing name
+	// hashes, and they queue for the hashing slots: on a busy machine the
+	// last answer may take minutes. Only a hung test waits this long.
+	c := e.client()
+	c.Timeout = 5 * testenv.Patience
 	for i := range names * each {
 		name := fmt.Sprintf("same%03d", i%names)
 		wg.Go(func() {
 			<-start
-			r, err := e.try(context.Background(), e.client(), "POST", "/auth/users/register", map[string]any{"username": name, "password": name + "-password"})
+			r, err := e.try(context.Background(), c, "POST", "/auth/users/register", map[string]any{"username": name, "password": name + "-password"})
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
