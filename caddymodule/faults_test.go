@@ -243,6 +243,9 @@ func TestFaultRedis(t *testing.T) {
 	if n := answers["forged"][200]; n != 0 {
 		t.Errorf("%d forged requests passed", n)
 	}
+	if keys := e.rdb.Keys(context.Background(), e.prefix+":*:session:*").Val(); len(keys) != 1 {
+		t.Errorf("session records after the faults: %v", keys)
+	}
 }
 
 // registration is what one name's registration was answered, in order.
@@ -503,12 +506,29 @@ func TestFaultReloadUnderTraffic(t *testing.T) {
 		ok:   func(r reply) bool { return r.status == 200 && r.str("ssid") != "" }}
 	l := e.startLoad(5*time.Millisecond, session, session, forged, login)
 
-	for i := range scale(10, 100) {
+	reloads := scale(10, 100)
+	for i := range reloads {
 		l.await(t, "traffic", "session", 200, 5)
 		e.reload(fmt.Sprintf("max_sessions %d", 20+i))
 	}
 	l.await(t, "traffic after the reloads", "session", 200, 5)
 	answers := l.finish(t, e)
+	// Each login made a session, within the limits the configs set (20 at
+	// first, one more at each reload).
+	sessionsOf := func(name string) int {
+		u, err := activeApp(t).stores.accounts.ByName(context.Background(), name, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(e.rdb.Keys(context.Background(), e.prefix+":{"+u.Userhash+"}:session:*").Val())
+	}
+	logins, got := answers["login"][200], sessionsOf("ray")
+	if logins <= 20 && got != logins || got < min(logins, 20) || got > min(logins, 20+reloads-1) {
+		t.Errorf("ray has %d sessions after %d logins", got, logins)
+	}
+	if n := sessionsOf("ruth"); n != 1 {
+		t.Errorf("ruth has %d sessions, want her one", n)
+	}
 	if got, want := e.upstreamReached("ruth"), answers["session"][200]; got != want {
 		t.Errorf("the upstream got %d requests as ruth, the clients %d answers", got, want)
 	}
