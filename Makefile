@@ -5,13 +5,16 @@
 # make bench: the gate measured against plain Caddy and the alternatives,
 #             written to BENCHMARKS.md (cmd/bench; under 10 minutes)
 # make fuzz: each fuzz target in FUZZ_TARGETS for $(FUZZTIME) (default 3m)
+# make faults: the fault tests of make test (stores stopped, paused and
+#              restarted under load, the mailer down, concurrent
+#              registrations, reloads under traffic), longer and harder
 
 # Our module is not published: the go commands must not look it up in the
 # module proxy or the checksum database. -mod=mod lets them complete go.mod.
 export GOPRIVATE := github.com/authgate/authgate
 export GOFLAGS := -mod=mod
 
-.PHONY: build run test bench fuzz deps deps-stores devstores clean
+.PHONY: build run test faults bench fuzz deps deps-stores devstores clean
 
 # Fuzz targets, one a line: <package dir>:<FuzzName>. Their seeds run with
 # every go test; make fuzz searches beyond them.
@@ -36,6 +39,11 @@ run: deps-stores build devstores
 
 test: deps devstores
 	bin/devstores -- go test -count=1 -timeout 12m ./...
+
+# -long: more cycles of each fault, longer outages, more load
+# (caddymodule/faults_test.go).
+faults: deps-stores devstores
+	bin/devstores -- go test -count=1 -timeout 60m -run 'Fault|Reload' ./caddymodule -args -long
 
 # bin/bench also builds bin/caddy-security (once) and starts its own stores.
 bench: build

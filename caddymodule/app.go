@@ -119,6 +119,7 @@ type App struct {
 	runtime   atomic.Pointer[auth.Service]
 	started   chan struct{} // closed by Start
 	stopWatch context.CancelFunc
+	watching  chan struct{} // closed when the cache's watcher has ended
 	metrics   *metrics.Metrics
 	events    *caddyevents.App
 	ctx       caddy.Context
@@ -252,9 +253,14 @@ func (a *App) Start() error {
 	}
 	a.runtime.Store(svc)
 	close(a.started)
-	watchCtx, stop := context.WithCancel(context.Background())
-	a.stopWatch = stop
-	go a.stores.sessions.Watch(watchCtx, a.logger)
+	// On the config's context: should Stop never come (an app after this
+	// one failing to start), unloading the config still ends the watcher.
+	watchCtx, stop := context.WithCancel(a.ctx)
+	a.stopWatch, a.watching = stop, make(chan struct{})
+	go func() {
+		defer close(a.watching)
+		a.stores.sessions.Watch(watchCtx, a.logger)
+	}()
 	a.logger.Info("authgate started",
 		zap.String("postgres", store.Redact(a.Postgres)), zap.String("schema", a.Schema),
 		zap.Stringer("redis", a.stores.redisCfg), zap.String("registration", a.Registration))
@@ -373,12 +379,23 @@ func (noMailer) Send(context.Context, mail.Message) error {
 	return errors.New("no mailer configured (set mail_dir or smtp)")
 }
 
-// Stop ends the session cache's subscription; requests still in flight
-// finish with the service, and the connections belong to the pool until
-// Cleanup.
+// watcherStopTimeout bounds how long Stop waits for the session cache's
+// watcher. It ends within a Redis I/O timeout; a bug that kept it longer
+// must not hold up a reload for ever.
+const watcherStopTimeout = 10 * time.Second
+
+// Stop ends the session cache's subscription and waits for its goroutines to
+// end, so that a reload leaves none behind; requests still in flight finish
+// with the service, and the connections belong to the pool until Cleanup.
 func (a *App) Stop() error {
-	if a.stopWatch != nil {
-		a.stopWatch()
+	if a.stopWatch == nil {
+		return nil
+	}
+	a.stopWatch()
+	select {
+	case <-a.watching:
+	case <-time.After(watcherStopTimeout):
+		return fmt.Errorf("authgate: the session cache's watcher did not stop within %s", watcherStopTimeout)
 	}
 	return nil
 }

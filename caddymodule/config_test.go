@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -273,16 +272,16 @@ func TestReloadKeepsPools(t *testing.T) {
 	// The old server closes its connections as it shuts down, which may end
 	// just after the reload returns: a client retries on a new connection.
 	var status int
-	for range 50 {
+	testenv.WaitFor(t, "an answer from the new server", func() bool {
 		c.CloseIdleConnections()
 		resp, err := c.Get(e.base + "/auth/users/info")
-		if err == nil {
-			status = resp.StatusCode
-			resp.Body.Close()
-			break
+		if err != nil {
+			return false
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		status = resp.StatusCode
+		resp.Body.Close()
+		return true
+	})
 	if status != 200 {
 		t.Fatalf("session after the reload: %d", status)
 	}

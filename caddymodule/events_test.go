@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
 // recorder is an events handler that keeps what it is given, for tests.
@@ -52,7 +54,7 @@ func TestAuditEvents(t *testing.T) {
 					t.Errorf("%s carries a secret: %s", ev.Name(), data)
 				}
 			}
-		case <-time.After(5 * time.Second):
+		case <-time.After(testenv.Patience):
 			t.Fatalf("events so far: %v", names)
 		}
 	}

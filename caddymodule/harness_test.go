@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +43,16 @@ type env struct {
 	db       *sql.DB
 	rdb      *redis.Client
 	apps     map[string]any
+
+	caddyfile string       // the config newEnv loaded
+	upstream  *http.Server // the upstream echoIdentity runs in
+	reached   *reached     // what the upstream got; shared by the env's copies
+}
+
+// reached counts the requests the upstream got, by Remote-User.
+type reached struct {
+	mu     sync.Mutex
+	byUser map[string]int
 }
 
 // options change the generated Caddyfile.
@@ -67,7 +78,8 @@ type options struct {
 
 func newEnv(t testing.TB, opts options) *env {
 	t.Helper()
-	e := &env{t: t, pg: opts.postgres, redisURL: opts.redis, prefix: testenv.Prefix(t), apps: opts.apps}
+	e := &env{t: t, pg: opts.postgres, redisURL: opts.redis, prefix: testenv.Prefix(t), apps: opts.apps,
+		reached: &reached{byUser: map[string]int{}}}
 	if opts.address == "" {
 		opts.address = "http://127.0.0.1:%d"
 	}
@@ -81,13 +93,19 @@ func newEnv(t testing.TB, opts options) *env {
 	e.mailDir = filepath.Join(dir, "mail")
 	e.logFile = filepath.Join(dir, "caddy.log")
 
-	upstream := &http.Server{Handler: http.HandlerFunc(echoIdentity), ReadHeaderTimeout: 5 * time.Second}
+	upstream := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		e.reached.mu.Lock()
+		e.reached.byUser[r.Header.Get("Remote-User")]++
+		e.reached.mu.Unlock()
+		echoIdentity(w, r)
+	}), ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = upstream.Serve(ln) }()
 	t.Cleanup(func() { _ = upstream.Close() })
+	e.upstream = upstream
 
 	mailer := "mail_dir " + e.mailDir
 	if opts.smtp != "" {
@@ -123,6 +141,7 @@ func newEnv(t testing.TB, opts options) *env {
 	reverse_proxy %s
 }
 `, e.logFile, opts.caddy, e.pg, e.redisURL, e.prefix, mailer, opts.global, fmt.Sprintf(opts.address, port), opts.site, ln.Addr())
+	e.caddyfile = cfg
 	e.load(cfg)
 
 	e.db, err = sql.Open("postgres", e.pg)
@@ -165,6 +184,21 @@ func (e *env) load(caddyfileText string) {
 	e.t.Cleanup(func() { _ = caddy.Stop() })
 }
 
+// reload loads the env's config again with one more line in the authgate
+// global block, as a config change would.
+func (e *env) reload(extra string) {
+	e.t.Helper()
+	e.load(strings.Replace(e.caddyfile, "\tauthgate {\n", "\tauthgate {\n\t\t"+extra+"\n", 1))
+}
+
+// upstreamReached returns how many requests reached the upstream carrying
+// Remote-User user ("" for none).
+func (e *env) upstreamReached(user string) int {
+	e.reached.mu.Lock()
+	defer e.reached.mu.Unlock()
+	return e.reached.byUser[user]
+}
+
 // echoIdentity is the upstream: it tells what the gate passed on.
 func echoIdentity(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
@@ -184,7 +218,7 @@ func (e *env) client() *http.Client {
 	jar, _ := cookiejar.New(nil)
 	return &http.Client{
 		Jar:           jar,
-		Timeout:       20 * time.Second,
+		Timeout:       testenv.Patience,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 }
@@ -219,6 +253,16 @@ func (r reply) str(name string) string {
 // do sends a request; body may be a string (sent as is) or a map (sent as JSON).
 func (e *env) do(c *http.Client, method, path string, body any, header ...string) reply {
 	e.t.Helper()
+	r, err := e.try(context.Background(), c, method, path, body, header...)
+	if err != nil {
+		e.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return r
+}
+
+// try is do for goroutines other than the test's: it returns what fails
+// instead of failing the test.
+func (e *env) try(ctx context.Context, c *http.Client, method, path string, body any, header ...string) (reply, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -228,9 +272,9 @@ func (e *env) do(c *http.Client, method, path string, body any, header ...string
 		j, _ := json.Marshal(b)
 		rd = strings.NewReader(string(j))
 	}
-	req, err := http.NewRequest(method, e.base+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, e.base+path, rd)
 	if err != nil {
-		e.t.Fatal(err)
+		return reply{}, err
 	}
 	if _, ok := body.(map[string]any); ok {
 		req.Header.Set("Content-Type", "application/json")
@@ -250,13 +294,16 @@ func (e *env) do(c *http.Client, method, path string, body any, header ...string
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		e.t.Fatalf("%s %s: %v", method, path, err)
+		return reply{}, err
 	}
 	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return reply{}, fmt.Errorf("reading the answer: %w", err)
+	}
 	r := reply{status: resp.StatusCode, header: resp.Header, body: raw}
 	_ = json.Unmarshal(raw, &r.json)
-	return r
+	return r, nil
 }
 
 // expect checks a users-API reply: status, success and data.message (for a

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,8 +46,9 @@ func caddyBinary(t testing.TB) string {
 }
 
 // secondInstance runs the real binary against the env's stores, as another
-// Caddy sharing the same PostgreSQL and Redis, and returns its base URL.
-func (e *env) secondInstance(site string) string {
+// Caddy sharing the same PostgreSQL and Redis, and returns its base URL and
+// the file its log goes to.
+func (e *env) secondInstance(site string) (base, logFile string) {
 	e.t.Helper()
 	bin := caddyBinary(e.t)
 	port := testenv.FreePort(e.t)
@@ -74,7 +76,8 @@ http://127.0.0.1:%d {
 		e.t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "run", "--config", file, "--adapter", "caddyfile")
-	log, _ := os.Create(filepath.Join(dir, "caddy.log"))
+	logFile = filepath.Join(dir, "caddy.log")
+	log, _ := os.Create(logFile)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		e.t.Fatal(err)
@@ -90,20 +93,30 @@ http://127.0.0.1:%d {
 		}
 		log.Close()
 	})
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	deadline := time.Now().Add(30 * time.Second)
+	base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	deadline := time.Now().Add(testenv.Patience)
 	for {
 		resp, err := http.Get(base + "/healthz")
 		if err == nil {
 			resp.Body.Close()
-			return base
+			return base, logFile
 		}
 		if time.Now().After(deadline) {
-			out, _ := os.ReadFile(log.Name())
+			out, _ := os.ReadFile(logFile)
 			e.t.Fatalf("second instance did not start: %v\n%s", err, out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// logged counts the lines of a log file that contain text.
+func logged(t testing.TB, file, text string) int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), text)
 }
 
 // whoOn asks an instance's gate who the bearer of ssid is ("" when refused).
@@ -124,7 +137,7 @@ func whoOn(t *testing.T, base, ssid string) (int, string) {
 // request, although the other keeps validated sessions in memory.
 func TestRevocationAcrossInstances(t *testing.T) {
 	e := newEnv(t, options{site: "account_api /api/user"})
-	b := e.secondInstance("account_api /api/user")
+	b, bLog := e.secondInstance("account_api /api/user")
 	e.register("nina", "nina-password", "nina@example.com")
 
 	// Logout on A.
@@ -163,10 +176,16 @@ func TestRevocationAcrossInstances(t *testing.T) {
 		t.Fatalf("A before the kill: %d", status)
 	}
 	ctx := context.Background()
+	const cacheOn = `session cache on`
+	aOn, bOn := logged(t, e.logFile, cacheOn), logged(t, bLog, cacheOn)
 	if err := e.rdb.Do(ctx, "CLIENT", "KILL", "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	// Each watcher drops its cache when it sees its subscription end, and
+	// starts empty once it has subscribed again: wait until both have.
+	testenv.WaitFor(t, "both watchers to subscribe again", func() bool {
+		return logged(t, e.logFile, cacheOn) > aOn && logged(t, bLog, cacheOn) > bOn
+	})
 	keys := e.rdb.Keys(ctx, e.prefix+":*:session:*").Val()
 	if len(keys) != 1 {
 		t.Fatalf("session keys %v", keys)

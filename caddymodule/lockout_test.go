@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authgate/authgate/caddymodule/device"
+	"github.com/authgate/authgate/caddymodule/testenv"
 	"github.com/authgate/authgate/caddymodule/throttle"
 )
 
@@ -109,12 +110,9 @@ func (e *env) expectCounter(name string, want int) {
 func (e *env) awaitGone(name string) {
 	e.t.Helper()
 	key := e.prefix + ":throttle:" + name
-	for deadline := time.Now().Add(30 * time.Second); e.rdb.Exists(context.Background(), key).Val() == 1; {
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s still there", key)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.WaitFor(e.t, key+" to expire", func() bool {
+		return e.rdb.Exists(context.Background(), key).Val() == 0
+	})
 }
 
 func retryAfter(t *testing.T, r reply) int {

@@ -25,12 +25,17 @@ func TestMetrics(t *testing.T) {
 		"authgate_gate_decisions_total/redirected": 1,
 		"authgate_mails_total/sent":                1,
 		"authgate_password_hash_seconds":           3,
-		// Hashes just ran: at least one thread still holds its memory.
-		"authgate_password_hash_memory_bytes": 19456 << 10,
 	} {
 		if got[key] < min {
 			t.Errorf("%s = %v, want at least %v", key, got[key], min)
 		}
+	}
+	// The threads keep whole hashes' memory for a while after hashing
+	// (whether they still do depends on the time since; the password
+	// package tests the release).
+	const hashMemory = 19456 << 10
+	if held, ok := got["authgate_password_hash_memory_bytes"]; !ok || int64(held)%hashMemory != 0 {
+		t.Errorf("authgate_password_hash_memory_bytes = %v (present: %v), want a multiple of %d", held, ok, hashMemory)
 	}
 }
 

@@ -192,10 +192,15 @@ func TestRESTPasswordRecovery(t *testing.T) {
 	e.expectREST(e.do(nil, "POST", "/api/user/password/yara", `{"uid_type":"username"}`), 200, true, "Password recovery email sent")
 	_, expired := mailedResetToken(t, e.lastMail())
 	keys := e.rdb.Keys(context.Background(), e.prefix+":reset:*").Val()
+	if len(keys) == 0 {
+		t.Fatalf("no reset token in redis:\n%s", e.redisDump())
+	}
 	for _, k := range keys {
 		e.rdb.PExpire(context.Background(), k, time.Millisecond)
 	}
-	time.Sleep(20 * time.Millisecond)
+	testenv.WaitFor(t, "the reset tokens to expire", func() bool {
+		return e.rdb.Exists(context.Background(), keys...).Val() == 0
+	})
 	r = e.do(nil, "PUT", "/api/user/password", `{"password":"yara-third-password","token":"`+expired+`"}`)
 	e.expectREST(r, 200, false, "Unauthorized request")
 	e.expectREST(e.do(nil, "POST", "/api/user/account", nil, "Authorization", basic("yara", "yara-new-password")),

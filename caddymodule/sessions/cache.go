@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -133,16 +134,22 @@ func (c *cache) sweep(now time.Time) {
 
 func (s *Store) channel() string { return s.cfg.Prefix + ":ended" }
 
-// Watch keeps the cache's subscription until ctx ends. Without a call to
-// Watch the cache is never used. It logs when the cache goes on and off.
+// Watch keeps the cache's subscription until ctx ends, and returns only
+// once everything it started has ended. Without a call to Watch the cache is
+// never used. It logs when the cache goes on and off.
+//
+// A panic while listening is logged and handled like a lost subscription:
+// the cache is dropped and off until Watch has subscribed again, so that no
+// bug can leave it serving sessions nobody tells it about.
 func (s *Store) Watch(ctx context.Context, logger *zap.Logger) {
 	if s.cache == nil {
 		return
 	}
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
+	defer s.cache.reset(false)
 	for ctx.Err() == nil {
-		err := s.listen(ctx, sweep.C, logger)
+		err := s.listenRecovering(ctx, sweep.C, logger)
 		if s.cache.live.Load() && ctx.Err() == nil {
 			logger.Warn("session cache off: subscription lost, every request asks Redis", zap.Error(err))
 		}
@@ -154,14 +161,43 @@ func (s *Store) Watch(ctx context.Context, logger *zap.Logger) {
 	}
 }
 
-// listen subscribes and serves invalidations until the subscription fails
-// or stays silent too long; a ping every second keeps it talking.
+// listenRecovering is listen with its panics turned into errors. listen's
+// own deferred calls (closing the subscription, stopping the pings) have run
+// by the time it returns.
+func (s *Store) listenRecovering(ctx context.Context, sweep <-chan time.Time, logger *zap.Logger) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.cache.reset(false)
+			logger.Error("session cache watcher panicked: cache off until it has subscribed again",
+				zap.Any("panic", v), zap.StackSkip("stack", 1))
+			err = fmt.Errorf("panic: %v", v)
+		}
+	}()
+	return s.listen(ctx, sweep, logger)
+}
+
+// listen subscribes and serves invalidations until the subscription fails,
+// stays silent too long, or ctx ends; a ping every second keeps it talking.
+// It returns once its ping goroutine has ended.
 func (s *Store) listen(ctx context.Context, sweep <-chan time.Time, logger *zap.Logger) error {
 	ps := s.rdb.Subscribe(ctx, s.channel())
 	defer ps.Close()
+	// A blocked read does not watch ctx: closing the subscription ends it,
+	// so that Watch returns at once when ctx ends (a config reload waits
+	// for it) instead of after up to silenceMax.
+	defer context.AfterFunc(ctx, func() { _ = ps.Close() })()
 	pingCtx, stopPing := context.WithCancel(ctx)
+	var pinging sync.WaitGroup
+	defer pinging.Wait()
 	defer stopPing()
-	go func() {
+	pinging.Go(func() {
+		// A panic here must not end the process; the pings stop, and the
+		// silence ends the subscription below.
+		defer func() {
+			if v := recover(); v != nil {
+				logger.Error("session cache ping panicked", zap.Any("panic", v), zap.StackSkip("stack", 1))
+			}
+		}()
 		t := time.NewTicker(pingEvery)
 		defer t.Stop()
 		for {
@@ -172,7 +208,7 @@ func (s *Store) listen(ctx context.Context, sweep <-chan time.Time, logger *zap.
 				_ = ps.Ping(pingCtx) // a failed ping shows as silence below
 			}
 		}
-	}()
+	})
 	for {
 		msg, err := ps.ReceiveTimeout(ctx, silenceMax)
 		if err != nil {
@@ -186,6 +222,9 @@ func (s *Store) listen(ctx context.Context, sweep <-chan time.Time, logger *zap.
 				logger.Info("session cache on", zap.String("channel", m.Channel))
 			}
 		case *redis.Message:
+			if s.onMessage != nil {
+				s.onMessage(m.Payload)
+			}
 			userhash, id, _ := strings.Cut(m.Payload, " ")
 			s.cache.dropUser(userhash)
 			if id != "" {

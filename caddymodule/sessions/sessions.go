@@ -66,6 +66,9 @@ type Store struct {
 	cfg   Config
 	now   func() time.Time
 	cache *cache // nil when off
+	// onMessage, when set, sees each announcement before the watcher acts
+	// on it; tests use it to make the watcher fail.
+	onMessage func(payload string)
 }
 
 // New returns a session store over rdb.

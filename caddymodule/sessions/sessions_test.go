@@ -72,6 +72,9 @@ func TestCreateLookupDelete(t *testing.T) {
 
 func TestMaxPerUserAndRevoke(t *testing.T) {
 	s, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 3})
+	// Distinct start times, which decide which sessions are the oldest.
+	now := time.Now()
+	s.now = func() time.Time { return now }
 	var tokens []string
 	for range 5 {
 		tok, _, err := s.Create(t.Context(), Session{UserID: 1, Userhash: alice, Username: "alice"})
@@ -79,7 +82,7 @@ func TestMaxPerUserAndRevoke(t *testing.T) {
 			t.Fatal(err)
 		}
 		tokens = append(tokens, tok)
-		time.Sleep(2 * time.Millisecond) // distinct start times
+		now = now.Add(time.Millisecond)
 	}
 	for i, tok := range tokens {
 		_, err := s.Lookup(t.Context(), tok)

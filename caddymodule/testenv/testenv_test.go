@@ -3,6 +3,7 @@ package testenv_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net/url"
 	"strings"
 	"testing"
@@ -18,31 +19,33 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 func TestOwnPostgres(t *testing.T) {
 	t.Parallel()
 	p := testenv.OwnPostgres(t)
-	checkFaults(t, p, func() error { return pgQuery(p.URL(), "SELECT 1") })
+	checkFaults(t, p, func(timeout time.Duration) error { return pgQuery(p.URL(), timeout, "SELECT 1") })
 }
 
 func TestOwnRedis(t *testing.T) {
 	t.Parallel()
 	r := testenv.OwnRedis(t)
-	checkFaults(t, r, func() error { return redisPing(r.URL()) })
+	checkFaults(t, r, func(timeout time.Duration) error { return redisPing(r.URL(), timeout) })
 }
 
 // checkFaults checks that s answers, and does not while paused or stopped.
+// query waits for an answer at most timeout: a server that is up gets all
+// the time a busy machine may need, one that is down a second to answer.
 func checkFaults(t *testing.T, s interface {
 	Pause() error
 	Resume() error
 	Stop() error
 	Start() error
-}, query func() error) {
+}, query func(timeout time.Duration) error) {
 	up := func(step string) {
 		t.Helper()
-		if err := query(); err != nil {
+		if err := query(testenv.Patience); err != nil {
 			t.Fatalf("%s: %v", step, err)
 		}
 	}
 	down := func(step string) {
 		t.Helper()
-		if query() == nil {
+		if query(time.Second) == nil {
 			t.Fatalf("%s: the server still answers", step)
 		}
 	}
@@ -74,7 +77,7 @@ func TestPostgresKeepsItsCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Stop()
-	if err := pgQuery(p.URL(), "CREATE TABLE kept (x int)"); err != nil {
+	if err := pgQuery(p.URL(), testenv.Patience, "CREATE TABLE kept (x int)"); err != nil {
 		t.Fatal(err)
 	}
 	if err := p.Stop(); err != nil {
@@ -86,7 +89,7 @@ func TestPostgresKeepsItsCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Stop()
-	if err := pgQuery(p.URL(), "SELECT x FROM kept"); err != nil {
+	if err := pgQuery(p.URL(), testenv.Patience, "SELECT x FROM kept"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -100,7 +103,7 @@ func TestPostgresURL(t *testing.T) {
 		if inner == outer {
 			t.Fatalf("two tests got the same database %s", inner)
 		}
-		if err := pgQuery(inner, "CREATE TABLE t (x int)"); err != nil {
+		if err := pgQuery(inner, testenv.Patience, "CREATE TABLE t (x int)"); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -126,7 +129,7 @@ func TestPostgresURL(t *testing.T) {
 
 func TestRedisURL(t *testing.T) {
 	t.Parallel()
-	if err := redisPing(testenv.RedisURL(t)); err != nil {
+	if err := redisPing(testenv.RedisURL(t), testenv.Patience); err != nil {
 		t.Fatal(err)
 	}
 	a, b := testenv.Prefix(t), testenv.Prefix(t)
@@ -137,22 +140,25 @@ func TestRedisURL(t *testing.T) {
 
 // pgQuery runs query on a new connection, so a paused server cannot answer
 // from a pooled one.
-func pgQuery(dsn, query string) error {
-	db, err := sql.Open("postgres", dsn+"&connect_timeout=2")
+func pgQuery(dsn string, timeout time.Duration, query string) error {
+	// lib/pq does not give up connecting when ctx ends; connect_timeout does.
+	db, err := sql.Open("postgres", fmt.Sprintf("%s&connect_timeout=%d", dsn, int(timeout.Seconds())))
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	_, err = db.Exec(query)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_, err = db.ExecContext(ctx, query)
 	return err
 }
 
-func redisPing(rawURL string) error {
+func redisPing(rawURL string, timeout time.Duration) error {
 	opt, err := redis.ParseURL(rawURL)
 	if err != nil {
 		return err
 	}
-	opt.DialTimeout, opt.ReadTimeout, opt.MaxRetries = time.Second, time.Second, -1
+	opt.DialTimeout, opt.ReadTimeout, opt.MaxRetries = timeout, timeout, -1
 	c := redis.NewClient(opt)
 	defer c.Close()
 	return c.Ping(context.Background()).Err()

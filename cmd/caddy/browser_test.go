@@ -14,11 +14,14 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
+
+	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
 // stepTimeout bounds every browser step, so that a page that never comes
-// fails the test instead of hanging it.
-const stepTimeout = 15 * time.Second
+// fails the test instead of hanging it; a slow, busy machine never needs
+// that long.
+const stepTimeout = testenv.Patience
 
 // browser is one headless Chromium, with a fresh profile, driven by
 // chromedp.
@@ -74,8 +77,8 @@ func newBrowser(t *testing.T) *browser {
 		if err != nil {
 			t.Fatalf("starting Chromium: %v", err)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Chromium did not start within 30s")
+	case <-time.After(testenv.Patience):
+		t.Fatalf("Chromium did not start within %s", testenv.Patience)
 	}
 	b := &browser{t: t, ctx: ctx}
 	b.do("setting the desktop viewport", desktop.emulate())

@@ -233,10 +233,10 @@ http://127.0.0.1:%d {
 		_ = cmd.Process.Signal(os.Interrupt)
 		select {
 		case <-exited:
-		case <-time.After(10 * time.Second):
+		case <-time.After(testenv.Patience):
 			_ = cmd.Process.Kill()
 			<-exited
-			t.Errorf("caddy did not stop within 10s of SIGINT")
+			t.Errorf("caddy did not stop within %s of SIGINT", testenv.Patience)
 		}
 		if t.Failed() {
 			log, _ := os.ReadFile(logPath)
@@ -249,8 +249,9 @@ http://127.0.0.1:%d {
 
 	// Wait until authgate answers: Caddy serves as soon as its HTTP app
 	// runs, and authgate's pages answer 503 until its stores are connected.
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(30 * time.Second)
+	// A timeout per try, so that a try that went astray is retried.
+	client := &http.Client{Timeout: 10 * time.Second}
+	deadline := time.Now().Add(testenv.Patience)
 	for {
 		resp, err := client.Get(g.base + "/auth/users/settings/registrationstatus")
 		if err == nil {
@@ -267,7 +268,7 @@ http://127.0.0.1:%d {
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("authgate does not answer on %s after 30s: %v", g.base, err)
+			t.Fatalf("authgate does not answer on %s after %s: %v", g.base, testenv.Patience, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -379,7 +380,7 @@ func (g *gate) passwordHash(username string) string {
 func (g *gate) newestMail() (to, body string) {
 	g.t.Helper()
 	var name string
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.Patience); ; time.Sleep(20 * time.Millisecond) {
 		entries, _ := os.ReadDir(g.mailDir)
 		for _, e := range entries {
 			if !strings.HasPrefix(e.Name(), ".") && e.Name() > name {
@@ -390,7 +391,7 @@ func (g *gate) newestMail() (to, body string) {
 			break
 		}
 		if time.Now().After(deadline) {
-			g.t.Fatalf("no mail in %s after 5s", g.mailDir)
+			g.t.Fatalf("no mail in %s after %s", g.mailDir, testenv.Patience)
 		}
 	}
 	f, err := os.Open(filepath.Join(g.mailDir, name))
