@@ -32,7 +32,7 @@ test: deps devstores
 
 # bin/bench also builds bin/caddy-security (once) and starts its own stores.
 bench: build
-	@$(call need,postgresql redis-server wrk)
+	@$(call need,postgresql redis-server wrk stress-ng)
 	go build -o bin/bench ./cmd/bench
 	bin/bench
 

@@ -12,21 +12,35 @@ import (
 // registerAndLogin registers the bench user and logs in, as a client of
 // the users API would, and returns the session cookie.
 func registerAndLogin(ctx context.Context, site string) (*http.Cookie, error) {
-	body, _ := json.Marshal(map[string]string{"username": benchUser, "password": benchPassword, "email": "bench@example.com"})
-	resp, err := post(ctx, site+"auth/users/register", body)
-	if err != nil {
+	if err := register(ctx, site, benchUser, "bench@example.com"); err != nil {
 		return nil, err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("register: status %d", resp.StatusCode)
 	}
 	return login(ctx, site)
 }
 
+// register registers username with benchPassword.
+func register(ctx context.Context, site, username, email string) error {
+	body, _ := json.Marshal(map[string]string{"username": username, "password": benchPassword, "email": email})
+	resp, err := post(ctx, site+"auth/users/register", body)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("register %s: status %d", username, resp.StatusCode)
+	}
+	return nil
+}
+
 // login logs the bench user in and returns the session cookie it set.
 func login(ctx context.Context, site string) (*http.Cookie, error) {
-	body, _ := json.Marshal(map[string]string{"username": benchUser, "password": benchPassword})
+	return loginAs(ctx, site, benchUser)
+}
+
+// loginAs logs username in with benchPassword and returns the session
+// cookie it set.
+func loginAs(ctx context.Context, site, username string) (*http.Cookie, error) {
+	body, _ := json.Marshal(map[string]string{"username": username, "password": benchPassword})
 	resp, err := post(ctx, site+"auth/users/login", body)
 	if err != nil {
 		return nil, err

@@ -72,6 +72,7 @@ var parts = []struct {
 }{
 	{"throughput", (*bench).throughput},
 	{"flood", (*bench).flood},
+	{"neighbour", (*bench).neighbour},
 	{"scale", (*bench).scale},
 	{"memory", (*bench).memory},
 }
