@@ -2,8 +2,10 @@
 
 package password
 
-const lowerPriorityWorks = false
+// setThreadPriority does nothing where threads have no priority of their
+// own that an unprivileged process may change.
+func setThreadPriority(int) {}
 
-// lowerThreadPriority does nothing where threads have no priority of their
-// own that an unprivileged process may lower.
-func lowerThreadPriority() {}
+// onMainThread is false elsewhere: the workers leave the threads' priority
+// alone there, so the main thread serves them as well as any other.
+func onMainThread() bool { return false }

@@ -99,7 +99,7 @@ func (b *bench) gateBesideFlood(ctx context.Context) (section, row, error) {
 		rows:   []row{idle, flooded, hashing, flood},
 		checks: []check{floodCheck},
 		notes: []string{
-			fmt.Sprintf("Login flood: wrk posts a wrong password for the real user over %d connections; the gate's latency is probed meanwhile by a Go client at %d req/s, open loop. For reference, the gate is also probed beside hashing alone: another process (bin/bench -hash-load) keeps one password hash per core running through caddymodule/password, on the same lowest-priority threads, with no request at all; the gate's p99 there is what this machine allows beside a flood whatever the gate does.", b.o.floodConns, b.o.probeRate),
+			fmt.Sprintf("Login flood: wrk posts a wrong password for the real user over %d connections; the gate's latency is probed meanwhile by a Go client at %d req/s, open loop. For reference, the gate is also probed beside hashing alone: another process (bin/bench -hash-load) keeps one password hash per core running through caddymodule/password, on the same niced threads, with no request at all; the gate's p99 there is what this machine allows beside a flood whatever the gate does.", b.o.floodConns, b.o.probeRate),
 		},
 	}, flood, nil
 }
@@ -116,6 +116,7 @@ func (b *bench) loginThroughput(ctx context.Context, besideProbe row) (section, 
 	if err != nil {
 		return section{}, err
 	}
+	defer hasher.Close()
 	var limits, parallel []float64
 	for r := range b.o.rounds {
 		// One hash's time drifts by a fifth from minute to minute here:
@@ -201,18 +202,18 @@ func besideHashing(ctx context.Context, p probe) (result, error) {
 	return res, errors.Join(err, cmd.Wait())
 }
 
-// burnHashes hashes on as many goroutines as authgate's hashing pool has
-// threads, through package password (so on its low-priority threads),
-// until d has passed.
+// burnHashes keeps one hash per core (GOMAXPROCS) computing through
+// package password, so on its niced threads, until d has passed.
 func burnHashes(d time.Duration) error {
 	h, err := password.NewHasher(password.DefaultParams(), 0)
 	if err != nil {
 		return err
 	}
+	defer h.Close()
 	stop := time.Now().Add(d)
 	var wg sync.WaitGroup
-	errs := make(chan error, password.PoolSize)
-	for range password.PoolSize {
+	errs := make(chan error, runtime.GOMAXPROCS(0))
+	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for time.Now().Before(stop) {
 				if _, err := h.Hash(context.Background(), "a password of some length"); err != nil {
