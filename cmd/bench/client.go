@@ -65,13 +65,16 @@ func loginAs(ctx context.Context, site, username string) (*http.Cookie, error) {
 	return nil, errors.New("login: no cookie holds the ssid")
 }
 
+// post sends body as JSON, on a connection of its own: a POST is not
+// retried on a kept-alive connection that the server closed meanwhile
+// (minutes may pass between two), and every timed login then pays the same.
 func post(ctx context.Context, u string, body []byte) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	return http.DefaultClient.Do(req)
+	return postClient.Do(req)
 }
 
 // status returns the status of a GET with the given headers.
@@ -90,6 +93,8 @@ func status(ctx context.Context, u string, headers map[string]string) (int, erro
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }
+
+var postClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 
 // expect is a request a variant must answer as said before it is measured:
 // with its credential 200, without it anything else, or the bench would

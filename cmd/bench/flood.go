@@ -91,15 +91,15 @@ func (b *bench) gateBesideFlood(ctx context.Context) (section, row, error) {
 			r+1, b.o.rounds, ms(idleRes.P99), ms(probeRes.P99), ms(hashingRes.P99), floodRes.RPS(), floodRes.Status)
 	}
 	flood.Note = "req/s = logins/s; " + floodAnswers(flood)
-	floodCheck := ratioCheck(fmt.Sprintf("gate p99 during a %d-connection login flood ÷ idle", b.o.floodConns), roundRatio(flooded, idle, p99), "<=", 2.0)
 	// What the machine allows: the same hashing, with no login handled.
-	floodCheck.Measured += fmt.Sprintf(" (beside hashing alone, no logins: %.2f× idle; the flood ÷ hashing alone: %.2f×)",
-		roundRatio(hashing, idle, p99), roundRatio(flooded, hashing, p99))
+	overFloor := ratioCheck(fmt.Sprintf("gate p99 during a %d-connection login flood ÷ beside hashing alone", b.o.floodConns), roundRatio(flooded, hashing, p99), "<=", 1.2)
+	overIdle := ratioCheck(fmt.Sprintf("gate p99 during a %d-connection login flood ÷ idle", b.o.floodConns), roundRatio(flooded, idle, p99), "<=", 2.0)
+	overIdle.Measured += fmt.Sprintf(" (beside hashing alone, no logins: %.2f× idle)", roundRatio(hashing, idle, p99))
 	return section{
 		rows:   []row{idle, flooded, hashing, flood},
-		checks: []check{floodCheck},
+		checks: []check{overFloor, overIdle},
 		notes: []string{
-			fmt.Sprintf("Login flood: wrk posts a wrong password for the real user over %d connections; the gate's latency is probed meanwhile by a Go client at %d req/s, open loop. For reference, the gate is also probed beside hashing alone: another process (bin/bench -hash-load) keeps one password hash per core running through caddymodule/password, on the same niced threads, with no request at all; the gate's p99 there is what this machine allows beside a flood whatever the gate does.", b.o.floodConns, b.o.probeRate),
+			fmt.Sprintf("Login flood: wrk posts a wrong password for the real user over %d connections; the gate's latency is probed meanwhile by a Go client at %d req/s, open loop. For reference, the gate is also probed beside hashing alone: another process (bin/bench -hash-load) keeps one password hash per core running through caddymodule/password, on the same niced threads, with no request at all; the gate's p99 there is what this machine allows beside a flood whatever the gate does, and the flood's p99 over it is what the login path adds in the gate's process.", b.o.floodConns, b.o.probeRate),
 		},
 	}, flood, nil
 }
@@ -157,8 +157,8 @@ func (b *bench) loginThroughput(ctx context.Context, besideProbe row) (section, 
 			Name: "login throughput ÷ hash limit",
 			Measured: fmt.Sprintf("%.2f× (%.1f logins/s; limit %d cores ÷ one hash's time = %.1f/s; %d hashes in parallel in-process: %.1f/s; beside the probe: %.1f logins/s)",
 				throughput, alone.rps(), runtime.NumCPU(), median(limits), runtime.NumCPU(), median(parallel), besideProbe.rps()),
-			Target: "≥ 0.80×",
-			Pass:   throughput >= 0.8,
+			Target: "≥ 0.85×",
+			Pass:   throughput >= 0.85,
 		}},
 		notes: []string{
 			"Login throughput is measured apart, from the same flood with nothing else running (the probe, its upstream and the gate's work would take CPU from the hashing), and compared in each round with the hash limit timed around it: cores ÷ one hash's time (median of 7 hashes before the flood and 7 after), in-process with `password.NewHasher(DefaultParams(), cores).Hash`; the same hasher's rate with one hash per core in parallel is shown beside it.",

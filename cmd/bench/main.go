@@ -207,7 +207,7 @@ func run(ctx context.Context, o options) error {
 		}
 		sec, err := p.run(b, ctx)
 		if err != nil {
-			return fmt.Errorf("%s: %w", p.name, err)
+			return fmt.Errorf("%s: %w\nauthgate's log ends:\n%s", p.name, err, tail(s.authgate.log))
 		}
 		rep.Rows = append(rep.Rows, sec.rows...)
 		rep.Checks = append(rep.Checks, sec.checks...)

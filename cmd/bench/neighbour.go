@@ -116,7 +116,6 @@ const loginPatience = 30 * time.Second
 func besideNeighbour(ctx context.Context, cores int, f func() (result, error)) (result, error) {
 	cmd := exec.CommandContext(ctx, "stress-ng", "--cpu", strconv.Itoa(cores), "--timeout", "10m", "--quiet")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return result{}, fmt.Errorf("stress-ng: %w", err)
 	}
