@@ -9,8 +9,8 @@
 // whole memory cost for each call, so without the bound a login flood would
 // exhaust memory; with it, excess requests queue, and leave the queue as soon
 // as their client goes away. The computations run on a few workers of the
-// Hasher's own, on niced threads that keep their argon2 memory (pool.go),
-// and give way to the gate's requests in the Go scheduler (admission.go).
+// Hasher's own that keep their argon2 memory (pool.go), and give way to the
+// gate's requests in the Go scheduler (admission.go).
 package password
 
 import (

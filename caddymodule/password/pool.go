@@ -3,7 +3,6 @@ package password
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync/atomic"
 	"time"
 
@@ -12,25 +11,25 @@ import (
 
 // Each Hasher computes on workers of its own, started by NewHasher and
 // stopped by Close, so that nothing of a config outlives it in the Caddy
-// process. A worker is a goroutine locked to an OS thread that it niced to
-// hashNice: the kernel then gives the CPU to the gate's threads, and to
-// other processes' (the upstream, Redis, PostgreSQL), before the hashing,
-// yet a busy neighbour at normal priority never starves it, as it did the
-// idle class (SCHED_IDLE) used before. By CFS weights a nice 5 thread gets
-// about a third of what a nice 0 one gets of a contended core (nice 10: a
-// tenth), and all of an idle one; make bench measured a login beside
-// stress-ng --cpu 2 at 3.7 times its idle time with nice 5, 9 times with
-// nice 10, and 350 times under SCHED_IDLE. When the worker ends, so does its
-// thread.
+// process. A worker is an ordinary goroutine at the process's priority:
+// what keeps the gate responsive is the admission (admission.go), in the
+// Go scheduler, not the kernel. Hashing on threads of a lower priority, as
+// before, had two costs. Under SCHED_IDLE a busy neighbour at normal
+// priority starved the hashing (make bench: a login beside stress-ng --cpu
+// 2 took 350 times its idle time; 3.8 times at nice 5, 1.8 times now).
+// And an unprivileged thread cannot take back the priority it gave up, so
+// such a thread has to end with its worker, which also kills every child
+// process started from that thread with a parent-death signal (Pdeathsig
+// is sent when the creating thread ends, not the process), and Go runs any
+// goroutine on any thread: a config reload would kill such children of
+// other modules, as closing a Hasher in make bench killed the bench's own
+// Caddy or stores now and then.
 //
 // Each worker also owns argon2 working memory, reused by every hash it
 // computes, so a login flood makes no garbage for the collector (see
 // internal/argon2) and a Hasher holds at most its concurrency's worth. A
 // worker that has hashed nothing for idleRelease gives its memory back, so
 // a server between logins holds none.
-
-// hashNice is the nice value of the hashing threads.
-const hashNice = 5
 
 // ErrClosed is returned for a hash asked of a Hasher after Close.
 var ErrClosed = errors.New("password hasher closed")
@@ -45,9 +44,8 @@ var (
 // workers of the process hold (for a metric).
 func HeldMemory() int64 { return held.Load() }
 
-// Workers returns how many hashing workers run in the process, each on an
-// OS thread of its own: the sum of the concurrency of the Hashers not yet
-// closed.
+// Workers returns how many hashing workers (goroutines) run in the
+// process: the sum of the concurrency of the Hashers not yet closed.
 func Workers() int { return int(workers.Load()) }
 
 // idleRelease is how long a worker keeps its argon2 memory without using
@@ -105,34 +103,7 @@ func (h *Hasher) submit(ctx context.Context, f func(*argon2.Memory)) (time.Durat
 }
 
 func (h *Hasher) worker() {
-	// Never unlocked: no other goroutine ever runs on this thread with its
-	// priority, and the thread ends with the worker. But Go never ends the
-	// process's main thread: a goroutine that ends locked to it leaves it
-	// parked for good, niced (which ps and top show as the process's
-	// priority). So a worker that starts there hands over to one on another
-	// thread, holding the main thread until then so that the other cannot
-	// start there too.
-	runtime.LockOSThread()
-	if onMainThread() {
-		moved := make(chan struct{})
-		h.wg.Go(func() {
-			runtime.LockOSThread()
-			close(moved)
-			h.work()
-		})
-		<-moved
-		runtime.UnlockOSThread()
-		return
-	}
-	h.work()
-}
-
-// work computes jobs on a thread locked to the calling goroutine until h
-// closes.
-func (h *Hasher) work() {
 	defer workers.Add(-1)
-	setThreadPriority(hashNice)
-
 	var mem argon2.Memory
 	var paused time.Duration
 	mem.Pause = func() { paused += cpu.checkpoint() }

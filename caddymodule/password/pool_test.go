@@ -15,31 +15,34 @@ import (
 	memargon2 "github.com/authgate/authgate/caddymodule/password/internal/argon2"
 )
 
-// TestMain also serves as the CPU hog of TestHashesBesideACPUHog when the
-// test binary runs itself with hogEnv set.
+// TestMain also serves as a helper process of the tests (see helper) when
+// the test binary runs itself with helperEnv set.
 func TestMain(m *testing.M) {
-	if os.Getenv(hogEnv) != "" {
-		hog()
+	if kind := os.Getenv(helperEnv); kind != "" {
+		helper(kind)
 		return
 	}
 	os.Exit(m.Run())
 }
 
-// hogEnv makes the test binary a CPU hog (see hog).
-const hogEnv = "AUTHGATE_PASSWORD_TEST_HOG"
+// helperEnv makes the test binary a helper process of the given kind.
+const helperEnv = "AUTHGATE_PASSWORD_TEST_HELPER"
 
-// hog keeps every core busy at normal priority until it is killed, as a
-// batch job or a test suite beside the server would, and says "ready" on
-// stdout once it spins.
-func hog() {
-	for range runtime.NumCPU() {
-		go func() {
-			for {
-			}
-		}()
+// helper is a process beside the tests: a "hog" keeps every core busy at
+// normal priority, as a batch job or a test suite beside the server would;
+// a "sleeper" does nothing. Either says "ready" on stdout, then lasts until
+// it is killed, or for patience at most.
+func helper(kind string) {
+	if kind == "hog" {
+		for range runtime.NumCPU() {
+			go func() {
+				for {
+				}
+			}()
+		}
 	}
 	os.Stdout.WriteString("ready\n")
-	select {}
+	time.Sleep(patience)
 }
 
 // patience bounds every wait of these tests. It only fails a test that
