@@ -57,7 +57,7 @@ func (b *bench) gateBesideFlood(ctx context.Context) (section, row, error) {
 	idle := row{Name: "gate, idle", Load: probeDesc}
 	flooded := row{Name: "gate, during login flood", Load: probeDesc, Note: fmt.Sprintf("beside %d login connections", b.o.floodConns)}
 	flood := row{Name: "login flood, beside the probe", Load: fmt.Sprintf("wrk -t1 -c%d", b.o.floodConns), Note: "req/s = logins/s"}
-	hashing := row{Name: "gate, beside hashing alone", Load: probeDesc, Note: "authgate's hashing threads busy in another process, no logins"}
+	hashing := row{Name: "gate, beside hashing alone", Load: probeDesc, Note: "authgate's hashing busy in another process, no logins"}
 	floodLoad := b.floodLoad(b.o.dur + 2*time.Second)
 	for r := range b.o.rounds {
 		hashingRes, err := besideHashing(ctx, gateProbe)
@@ -99,7 +99,7 @@ func (b *bench) gateBesideFlood(ctx context.Context) (section, row, error) {
 		rows:   []row{idle, flooded, hashing, flood},
 		checks: []check{overFloor, overIdle},
 		notes: []string{
-			fmt.Sprintf("Login flood: wrk posts a wrong password for the real user over %d connections; the gate's latency is probed meanwhile by a Go client at %d req/s, open loop. For reference, the gate is also probed beside hashing alone: another process (bin/bench -hash-load) keeps one password hash per core running through caddymodule/password, on the same niced threads, with no request at all; the gate's p99 there is what this machine allows beside a flood whatever the gate does, and the flood's p99 over it is what the login path adds in the gate's process.", b.o.floodConns, b.o.probeRate),
+			fmt.Sprintf("Login flood: wrk posts a wrong password for the real user over %d connections; the gate's latency is probed meanwhile by a Go client at %d req/s, open loop. For reference, the gate is also probed beside hashing alone: another process (bin/bench -hash-load) keeps one password hash per core running through caddymodule/password, hashing as authgate does, with no request at all; the gate's p99 there is what this machine allows beside a flood whatever the gate does, and the flood's p99 over it is what the login path adds in the gate's process.", b.o.floodConns, b.o.probeRate),
 		},
 	}, flood, nil
 }
@@ -183,7 +183,7 @@ func beside(ctx context.Context, dir string, flood wrk, p probe, admin int, trac
 }
 
 // besideHashing runs the probe while another process (this program with
-// -hash-load) keeps authgate's hashing threads busy on every core: the
+// -hash-load) keeps authgate's hashing busy on every core: the
 // same code at the same priority as during a login flood, without a
 // single request. The gate's latency beside it is what the machine allows
 // beside a flood; the flood's own overhead is what the rest adds.
@@ -197,13 +197,13 @@ func besideHashing(ctx context.Context, p probe) (result, error) {
 	if err := cmd.Start(); err != nil {
 		return result{}, fmt.Errorf("hash load: %w", err)
 	}
-	sleep(ctx, time.Second) // every hashing thread is busy
+	sleep(ctx, time.Second) // every hashing worker is busy
 	res, err := p.Run(ctx)
 	return res, errors.Join(err, cmd.Wait())
 }
 
 // burnHashes keeps one hash per core (GOMAXPROCS) computing through
-// package password, so on its niced threads, until d has passed.
+// package password, as authgate hashes, until d has passed.
 func burnHashes(d time.Duration) error {
 	h, err := password.NewHasher(password.DefaultParams(), 0)
 	if err != nil {
@@ -269,7 +269,7 @@ func floodAnswers(flood row) string {
 }
 
 // hashTimes returns the times of n argon2id hashes at the default cost, one
-// at a time, through authgate's hashing threads.
+// at a time, through authgate's hashing workers.
 func hashTimes(h *password.Hasher, n int) ([]float64, error) {
 	var ts []float64
 	for range n {

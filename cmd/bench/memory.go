@@ -42,7 +42,7 @@ func (b *bench) memory(ctx context.Context) (section, error) {
 			Pass:     peak <= allowance,
 		}},
 		notes: []string{
-			fmt.Sprintf("Memory: a fresh gate Caddy; at rest = VmRSS after one login and a second of gate traffic, once the hashing threads have given back their memory (after 30 s without logins); peak = VmHWM (reset through /proc/<pid>/clear_refs) over a %s flood of %d connections.", b.o.dur, b.o.rssConns),
+			fmt.Sprintf("Memory: a fresh gate Caddy; at rest = VmRSS after one login and a second of gate traffic, once the hashing workers have given back their memory (after 30 s without logins); peak = VmHWM (reset through /proc/<pid>/clear_refs) over a %s flood of %d connections.", b.o.dur, b.o.rssConns),
 		},
 	}, nil
 }
@@ -50,7 +50,7 @@ func (b *bench) memory(ctx context.Context) (section, error) {
 // peakMemory measures the resident set of proc at rest, then its peak
 // during a flood of wrong-password logins. At rest means warm (pools open,
 // one login done) and holding no password hashing memory, which the hashing
-// threads give back after a while without logins: the allowance adds one
+// workers give back after a while without logins: the allowance adds one
 // hash's memory per core to it.
 func peakMemory(ctx context.Context, dir string, proc *caddyProc, admin int, gateURL string, o options) (base, peak int64, how string, err error) {
 	// At rest, but warm: one login (pools, the hasher) and a little traffic.
@@ -63,7 +63,7 @@ func peakMemory(ctx context.Context, dir string, proc *caddyProc, admin int, gat
 		return 0, 0, "", err
 	}
 	sleep(ctx, 2*time.Second)
-	logger.Print("waiting for the hashing threads to give back their memory (authgate_password_hash_memory_bytes 0)")
+	logger.Print("waiting for the hashing workers to give back their memory (authgate_password_hash_memory_bytes 0)")
 	if err := waitHashMemoryReleased(ctx, admin, time.Minute); err != nil {
 		return 0, 0, "", err
 	}
@@ -112,7 +112,7 @@ func peakMemory(ctx context.Context, dir string, proc *caddyProc, admin int, gat
 }
 
 // waitHashMemoryReleased polls the metrics of the Caddy whose admin
-// endpoint is on port admin until its hashing threads hold no memory.
+// endpoint is on port admin until its hashing workers hold no memory.
 func waitHashMemoryReleased(ctx context.Context, admin int, limit time.Duration) error {
 	const metric = "authgate_password_hash_memory_bytes "
 	u := fmt.Sprintf("http://127.0.0.1:%d/metrics", admin)
@@ -143,7 +143,7 @@ func waitHashMemoryReleased(ctx context.Context, admin int, limit time.Duration)
 		case value == "0":
 			return nil
 		case time.Now().After(deadline):
-			return fmt.Errorf("the hashing threads still hold %s bytes after %s", value, limit)
+			return fmt.Errorf("the hashing workers still hold %s bytes after %s", value, limit)
 		}
 		sleep(ctx, 500*time.Millisecond)
 	}

@@ -63,7 +63,7 @@ func (b *bench) neighbour(ctx context.Context) (section, error) {
 	c.Measured += fmt.Sprintf(" (idle %s, beside the neighbour %s)", ms(idle.p50()), ms(busy.p50()))
 	autogroup := ""
 	if v, err := os.ReadFile("/proc/sys/kernel/sched_autogroup_enabled"); err == nil && strings.TrimSpace(string(v)) == "1" {
-		autogroup = " Autogroup scheduling is on here, so the neighbour being in Caddy's session puts it in Caddy's scheduling group, where thread priorities weigh against each other (a neighbour in a session of its own would get half the CPU as a group whatever its threads' priorities)."
+		autogroup = " Autogroup scheduling is on here, so the neighbour being in Caddy's session puts it in Caddy's scheduling group, where the two weigh by their threads (a neighbour in a session of its own would get half the CPU as a group, however many threads it runs)."
 	}
 	return section{
 		rows:   []row{idle, busy},
