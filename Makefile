@@ -47,7 +47,7 @@ faults: deps-stores devstores
 
 # bin/bench also builds bin/caddy-security (once) and starts its own stores.
 bench: build
-	@$(call need,postgresql redis-server wrk)
+	@$(call need,postgresql redis-server wrk stress-ng)
 	go build -o bin/bench ./cmd/bench
 	bin/bench
 

@@ -102,7 +102,10 @@ type App struct {
 
 	// Cost of new password hashes. Default: OWASP's floor (19 MiB, t=2, p=1).
 	Argon2 *Argon2 `json:"argon2,omitempty"`
-	// Password hashes computed at once; more wait. Default: the CPU count.
+	// Password hashes under way at once for this config, each holding its
+	// argon2 memory; more wait. Default and maximum: GOMAXPROCS (the CPU
+	// count, or the container's CPU limit). The process computes at most
+	// GOMAXPROCS hashes at once, one less while the gate serves requests.
 	HashConcurrency int `json:"hash_concurrency,omitempty"`
 	// The zxcvbn score (0 to 4) a new password needs: lower ones are common
 	// or easily guessed; 0 refuses none. Default: 2.
@@ -116,6 +119,7 @@ type App struct {
 	ThrottleCodes *Limit `json:"throttle_codes,omitempty"`
 
 	stores    stores
+	hasher    *password.Hasher // its workers run from newService to Cleanup
 	runtime   atomic.Pointer[auth.Service]
 	started   chan struct{} // closed by Start
 	stopWatch context.CancelFunc
@@ -289,6 +293,7 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 		return nil, err
 	}
 	hasher.Observe = a.metrics.HashTime
+	a.hasher = hasher // Cleanup stops it, also when what follows fails
 	mailer, err := a.mailer()
 	if err != nil {
 		return nil, err
@@ -400,9 +405,13 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// Cleanup releases this config's hold on the shared connections; they close
-// when no loaded config uses them any more.
+// Cleanup stops the password hashing workers, waiting for any hash under
+// way, and releases this config's hold on the shared connections; they
+// close when no loaded config uses them any more.
 func (a *App) Cleanup() error {
+	if a.hasher != nil {
+		_ = a.hasher.Close()
+	}
 	for _, release := range a.stores.release {
 		release()
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/authgate/authgate/caddymodule/auth"
 	"github.com/authgate/authgate/caddymodule/gatepath"
 	"github.com/authgate/authgate/caddymodule/pages"
+	"github.com/authgate/authgate/caddymodule/password"
 	"github.com/authgate/authgate/caddymodule/restapi"
 	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/usersapi"
@@ -221,6 +222,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return nil
 	}
 
+	// While the gate serves, password hashing leaves it a P of its own.
+	password.GateActive()
 	if h.public.Match(raw) {
 		h.takeToken(r)
 		h.app.metrics.Gate("public")

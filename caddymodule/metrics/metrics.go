@@ -27,7 +27,7 @@ type Metrics struct {
 // New makes the collectors and registers them in reg. Caddy gives every
 // loaded config a registry of its own, and the app registers once in it.
 // hashMemory reports the bytes of working memory the password hashing
-// threads hold.
+// workers hold.
 func New(reg prometheus.Registerer, hashMemory func() int64) (*Metrics, error) {
 	const ns = "authgate"
 	m := &Metrics{
@@ -53,7 +53,7 @@ func New(reg prometheus.Registerer, hashMemory func() int64) (*Metrics, error) {
 		m.decisions[d] = m.gate.WithLabelValues(d)
 	}
 	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "password_hash_memory_bytes",
-		Help: "Working memory the password hashing threads keep between hashes (one hash's per recently busy core, none after 30 s without any)."},
+		Help: "Working memory the password hashing workers keep between hashes (one hash's per recently busy worker, none after 30 s without any)."},
 		func() float64 { return float64(hashMemory()) })
 	for _, c := range []prometheus.Collector{m.logins, m.gate, m.throttled, m.mails, m.hashSeconds, m.storeErrors, m.conflicts, held} {
 		if err := reg.Register(c); err != nil {

@@ -8,8 +8,9 @@
 // Every hash computation runs under a concurrency bound. argon2 needs its
 // whole memory cost for each call, so without the bound a login flood would
 // exhaust memory; with it, excess requests queue, and leave the queue as soon
-// as their client goes away. The computations themselves run on a few
-// low-priority threads that keep their argon2 memory (threads.go).
+// as their client goes away. The computations run on a few workers of the
+// Hasher's own that keep their argon2 memory (pool.go), and give way to the
+// gate's requests in the Go scheduler (admission.go).
 package password
 
 import (
@@ -19,7 +20,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
@@ -79,38 +82,47 @@ func (p Params) Validate() error {
 }
 
 // Hasher hashes and verifies passwords under a concurrency bound. It is safe
-// for concurrent use.
+// for concurrent use. Close it when done: its workers run until then.
 type Hasher struct {
 	// Observe, when set, receives how long each hash computation took
-	// (Hash, Verify and Burn; time spent queueing for a slot excluded), for
-	// a latency metric. Set it before the Hasher is shared.
+	// (Hash, Verify and Burn; time spent queueing or paused for the gate
+	// excluded), for a latency metric. Set it before the Hasher is shared.
 	Observe func(time.Duration)
 
 	params Params
 	limits limits
-	sem    chan struct{} // one token per computation under way
-	dummy  string        // current-params hash of a random password, for Burn
+	dummy  string // current-params hash of a random password, for Burn
+
+	jobs      chan job // to the workers
+	quit      chan struct{}
+	closeOnce sync.Once
+	wg        sync.WaitGroup // the workers
 }
 
-// NewHasher returns a Hasher that writes hashes with p and runs at most
-// concurrency computations at once; concurrency <= 0 means one per core,
-// since argon2 and bcrypt are CPU-bound and more would only add memory. The
-// whole process never runs more than PoolSize at once (see threads.go).
-// Peak memory is about min(concurrency, PoolSize) × p.Memory KiB.
+// NewHasher returns a Hasher that writes hashes with p and has concurrency
+// workers, so that at most that many computations are under way at once.
+// concurrency <= 0 or above GOMAXPROCS means GOMAXPROCS (one per core the
+// process may use): argon2 and bcrypt are CPU-bound, and more would only
+// hold more memory. However many Hashers there are, the process computes
+// at most GOMAXPROCS hashes at once, one less while the gate serves
+// requests (admission.go). Peak memory is about concurrency × p.Memory KiB.
+//
+// The workers run until Close.
 func NewHasher(p Params, concurrency int) (*Hasher, error) {
 	if err := p.Validate(); err != nil {
 		return nil, fmt.Errorf("password hasher: %w", err)
 	}
-	if concurrency <= 0 {
-		concurrency = PoolSize
+	if procs := runtime.GOMAXPROCS(0); concurrency <= 0 || concurrency > procs {
+		concurrency = procs
 	}
 	h := &Hasher{
 		params: p,
 		limits: limitsFor(p),
-		sem:    make(chan struct{}, concurrency),
 	}
+	h.startWorkers(concurrency)
 	dummy, err := h.Hash(context.Background(), rand.Text())
 	if err != nil {
+		h.Close()
 		return nil, fmt.Errorf("password hasher: dummy hash: %w", err)
 	}
 	h.dummy = dummy
@@ -202,30 +214,18 @@ func (h *Hasher) Burn(ctx context.Context) error {
 	return err
 }
 
-// run calls f holding one of h's slots. It waits for a slot until ctx ends,
-// so a request whose client has left leaves the queue without costing a
-// computation.
+// run calls f on one of h's workers once the process may compute one more
+// hash (admission.go). It waits until ctx ends, so a request whose client
+// has left leaves the queue without costing a computation.
 func (h *Hasher) run(ctx context.Context, f func(*argon2.Memory)) error {
 	// select picks at random among ready cases: check ctx first so an
-	// already ended request never takes a free slot.
+	// already ended request never takes a free worker.
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("waiting for a hashing slot: %w", err)
 	}
-	select {
-	case h.sem <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for a hashing slot: %w", ctx.Err())
-	}
-	defer func() { <-h.sem }()
-
-	var took time.Duration
-	err := onHashThread(ctx, h.params.Memory, func(mem *argon2.Memory) {
-		start := time.Now()
-		f(mem)
-		took = time.Since(start)
-	})
+	took, err := h.submit(ctx, f)
 	if err != nil {
-		return fmt.Errorf("waiting for a hashing thread: %w", err)
+		return fmt.Errorf("waiting for a hashing slot: %w", err)
 	}
 	if h.Observe != nil {
 		h.Observe(took)

@@ -7,15 +7,12 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
-
-	memargon2 "github.com/authgate/authgate/caddymodule/password/internal/argon2"
 )
 
 // newHasher returns a Hasher with the default params that counts its
@@ -26,6 +23,7 @@ func newHasher(t *testing.T, concurrency int) (*Hasher, *atomic.Int32) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { h.Close() })
 	var n atomic.Int32
 	h.Observe = func(d time.Duration) {
 		if d <= 0 {
@@ -77,25 +75,6 @@ func TestParamsValidate(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestNewHasherConcurrency(t *testing.T) {
-	for _, c := range []int{-1, 0, 1, 3} {
-		h, err := NewHasher(DefaultParams(), c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := c
-		if c <= 0 {
-			want = PoolSize
-		}
-		if cap(h.sem) != want {
-			t.Errorf("NewHasher(_, %d): %d slots, want %d", c, cap(h.sem), want)
-		}
-		if h.Params() != DefaultParams() {
-			t.Errorf("Params() = %+v", h.Params())
-		}
 	}
 }
 
@@ -348,119 +327,6 @@ func TestBurn(t *testing.T) {
 	}
 }
 
-// TestConcurrencyBound holds every slot and checks that a Verify waits for
-// one, runs once one frees up, and leaves the queue when its context ends.
-func TestConcurrencyBound(t *testing.T) {
-	const slots = 2
-	h, n := newHasher(t, slots)
-	enc, err := h.Hash(context.Background(), "password1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.Store(0)
-	for range slots {
-		h.sem <- struct{}{} // as if computations were under way
-	}
-
-	done := make(chan error, 1)
-	go func() {
-		ok, _, err := h.Verify(context.Background(), "password1", enc)
-		if err == nil && !ok {
-			err = errors.New("password did not verify")
-		}
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		t.Fatalf("Verify ran while every slot was taken (err %v)", err)
-	case <-time.After(200 * time.Millisecond):
-	}
-	<-h.sem // one computation ends
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Verify still waiting after a slot was freed")
-	}
-
-	// Queued, then its client leaves: the call returns promptly with the
-	// context's error and computes nothing.
-	h.sem <- struct{}{}
-	n.Store(0)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		_, err := h.Hash(ctx, "password1")
-		done <- err
-	}()
-	time.Sleep(50 * time.Millisecond)
-	cancel()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Errorf("Hash() after cancel while queued = %v, want context.Canceled", err)
-		}
-	case <-time.After(time.Second):
-		t.Fatal("Hash did not return after its context was cancelled")
-	}
-
-	// A context already ended never takes a slot, even a free one. (select
-	// alone would pick at random between the slot and Done: try many times.)
-	<-h.sem
-	<-h.sem
-	for range 20 {
-		if _, _, err := h.Verify(ctx, "password1", enc); !errors.Is(err, context.Canceled) {
-			t.Fatalf("Verify(cancelled ctx) = %v, want context.Canceled", err)
-		}
-	}
-	if got := n.Load(); got != 0 {
-		t.Errorf("%d computations ran for cancelled requests, want 0", got)
-	}
-	if len(h.sem) != 0 {
-		t.Errorf("%d slots leaked", len(h.sem))
-	}
-}
-
-// TestConcurrencyBoundUnderLoad runs many verifies at once and checks, from
-// inside the computations, that no more than the bound ever run together.
-func TestConcurrencyBoundUnderLoad(t *testing.T) {
-	h, err := NewHasher(DefaultParams(), 2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var running, peak atomic.Int32
-	errs := make(chan error, 8)
-	for range cap(errs) {
-		go func() {
-			errs <- h.run(context.Background(), func(*memargon2.Memory) {
-				now := running.Add(1)
-				for {
-					p := peak.Load()
-					if now <= p || peak.CompareAndSwap(p, now) {
-						break
-					}
-				}
-				_ = bcrypt.CompareHashAndPassword(b, []byte("pw"))
-				time.Sleep(5 * time.Millisecond)
-				running.Add(-1)
-			})
-		}()
-	}
-	for range cap(errs) {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	if p := peak.Load(); p != 2 {
-		t.Errorf("peak concurrency %d, want 2", p)
-	}
-}
-
 func TestCheckStrength(t *testing.T) {
 	tests := []struct {
 		name, username, password string
@@ -495,89 +361,6 @@ func TestCheckStrength(t *testing.T) {
 				t.Errorf("error %q quotes the password", err)
 			}
 		})
-	}
-}
-
-// The hashing threads keep their argon2 memory up to the cost of the Hasher
-// that used it last, and no more: a costlier imported hash does not pin its
-// memory. Other tests' jobs may leave memory of their own costs behind, so
-// only the size these jobs make is looked for.
-func TestHashThreadsKeepMemoryUpToTheirCost(t *testing.T) {
-	const small, large = 64, 128 // KiB
-	for _, c := range []struct {
-		keep      uint32
-		mayRemain bool
-	}{{small, false}, {large, true}} {
-		seen := false
-		for range 4 * PoolSize {
-			err := onHashThread(context.Background(), c.keep, func(m *memargon2.Memory) {
-				if m.Size() == large {
-					seen = true
-				}
-				m.IDKey([]byte("pw"), []byte("saltsalt"), 1, large, 1, 32)
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
-		if seen != c.mayRemain {
-			t.Errorf("keep %d KiB: a thread held %d KiB from a previous job: %v, want %v", c.keep, large, seen, c.mayRemain)
-		}
-	}
-}
-
-// Hashes through the pool from many goroutines at once: with -cpu 1 and 2
-// beside each other, what the hashing threads achieve together.
-func BenchmarkHashParallel(b *testing.B) {
-	h, err := NewHasher(DefaultParams(), 0)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetParallelism(2)
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := h.Hash(context.Background(), "a password of some length"); err != nil {
-				b.Error(err)
-			}
-		}
-	})
-}
-
-// A hashing thread that has hashed nothing for idleRelease gives its
-// memory back; while it holds it, HeldMemory counts it.
-func TestHashThreadsReleaseMemoryWhenIdle(t *testing.T) {
-	defer func(d time.Duration) { idleRelease = d }(idleRelease)
-	idleRelease = 50 * time.Millisecond
-	// One job per thread, each waiting for all the others to have hashed,
-	// so that every thread takes one and restarts its idle timer.
-	memory := DefaultParams().Memory
-	var hashed sync.WaitGroup
-	hashed.Add(PoolSize)
-	errs := make(chan error, PoolSize)
-	for range PoolSize {
-		go func() {
-			errs <- onHashThread(context.Background(), memory, func(m *memargon2.Memory) {
-				m.Release() // whatever other tests left, this job holds one hash's memory
-				m.IDKey([]byte("pw"), []byte("saltsalt"), 1, memory, 1, 32)
-				hashed.Done()
-				hashed.Wait()
-			})
-		}()
-	}
-	for range PoolSize {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
-		}
-	}
-	if held, want := HeldMemory(), int64(PoolSize)*int64(memory)<<10; held != want {
-		t.Fatalf("HeldMemory %d bytes after %d hashes at once, want %d", held, PoolSize, want)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for HeldMemory() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("HeldMemory %d bytes after the threads went idle, want 0", HeldMemory())
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -2,7 +2,7 @@
 // Use of this source code is governed by a BSD-style
 // license that can be found in the LICENSE file.
 
-// Package argon2 is golang.org/x/crypto/argon2 (v0.57.0) changed in two
+// Package argon2 is golang.org/x/crypto/argon2 (v0.57.0) changed in three
 // ways for a server that hashes passwords on a few dedicated low-priority
 // threads (package password).
 //
@@ -20,10 +20,14 @@
 // priority, beside the requests it was meant to yield to. A server computes
 // one hash per core at once and gains nothing from lanes in parallel.
 //
+// Third, the computation calls the Memory's Pause hook every PauseEvery
+// blocks, where the caller may hold it back while the server's requests
+// need the CPU: the Go scheduler would only preempt it after 10 ms.
+//
 // In code: IDKey is a method of Memory; Key (argon2i) is left out;
 // initBlocks takes its blocks from the Memory; deriveKey wipes them before
-// returning; processBlocks runs the segments in turn; memory_*.go are new.
-// Everything else, the assembly included, is x/crypto's code unchanged,
+// returning; processBlocks runs the segments in turn and calls Pause;
+// memory_*.go are new. Everything else, the assembly included, is x/crypto's code unchanged,
 // which argon2_test.go checks against x/crypto itself and the reference
 // implementation. To update, copy the files of a newer x/crypto and apply
 // these changes again.
@@ -48,9 +52,18 @@ const (
 // system allows. The zero value is ready to use; Release gives the memory
 // back. A Memory is not safe for concurrent use: give each thread its own.
 type Memory struct {
+	// Pause, when set, is called by IDKey between blocks, about every
+	// PauseEvery blocks (under a millisecond of work), in the goroutine
+	// computing: it may block there to let other work have the CPU.
+	Pause func()
+
 	blocks []block // all zero between calls
 	mapped bool    // blocks come from mapBlocks, not the heap
 }
+
+// PauseEvery is how many blocks IDKey computes between calls of Pause:
+// about half a millisecond on a current core.
+const PauseEvery = 1024
 
 // Size returns how much memory m holds, in KiB.
 func (m *Memory) Size() uint32 { return uint32(len(m.blocks)) }
@@ -61,7 +74,7 @@ func (m *Memory) Release() {
 	if m.mapped {
 		unmapBlocks(m.blocks)
 	}
-	*m = Memory{}
+	m.blocks, m.mapped = nil, false
 }
 
 // IDKey derives a key from the password, salt, and cost parameters using
@@ -90,7 +103,7 @@ func deriveKey(m *Memory, mode int, password, salt, secret, data []byte, time, m
 	// processBlocks XORs every new block into the old contents of its slot,
 	// which x/crypto gets zeroed from make: the wipe also keeps that so.
 	defer clear(B)
-	processBlocks(B, time, memory, uint32(threads), mode)
+	processBlocks(B, time, memory, uint32(threads), mode, m.Pause)
 	return extractKey(B, memory, uint32(threads), keyLen)
 }
 
@@ -158,7 +171,7 @@ func initBlocks(m *Memory, h0 *[blake2b.Size + 8]byte, memory, threads uint32) [
 	return B
 }
 
-func processBlocks(B []block, time, memory, threads uint32, mode int) {
+func processBlocks(B []block, time, memory, threads uint32, mode int, pause func()) {
 	lanes := memory / threads
 	segments := lanes / syncPoints
 
@@ -203,6 +216,9 @@ func processBlocks(B []block, time, memory, threads uint32, mode int) {
 			newOffset := indexAlpha(random, lanes, segments, threads, n, slice, lane, index)
 			processBlockXOR(&B[offset], &B[prev], &B[newOffset])
 			index, offset = index+1, offset+1
+			if pause != nil && offset%PauseEvery == 0 {
+				pause()
+			}
 		}
 	}
 

@@ -62,6 +62,31 @@ func TestIDKeyKnownAnswer(t *testing.T) {
 
 const knownKey = "3cbd356a63f2794bb11bb1f4bc8af95fea87919bd69c79860465c562f87ccf61"
 
+// Pause is called every PauseEvery blocks of every pass, from the
+// computing goroutine, and changes nothing of the result; a Memory whose
+// Pause is unset computes the same.
+func TestPause(t *testing.T) {
+	var m Memory
+	defer m.Release()
+	calls := 0
+	m.Pause = func() { calls++ }
+	key := m.IDKey([]byte("password"), []byte("somesalt"), 2, 19456, 1, 32)
+	if got := hex.EncodeToString(key); got != knownKey {
+		t.Fatalf("key %s with Pause, want %s", got, knownKey)
+	}
+	// 19456 blocks = 19 × 1024, in each of 2 passes.
+	if want := 2 * 19456 / PauseEvery; calls != want {
+		t.Errorf("Pause called %d times, want %d", calls, want)
+	}
+	m.Pause = nil
+	if got := hex.EncodeToString(m.IDKey([]byte("password"), []byte("somesalt"), 2, 19456, 1, 32)); got != knownKey {
+		t.Fatalf("key %s without Pause, want %s", got, knownKey)
+	}
+	if calls != 2*19456/PauseEvery {
+		t.Errorf("Pause called after it was unset")
+	}
+}
+
 func BenchmarkIDKey(b *testing.B) {
 	var m Memory
 	defer m.Release()
