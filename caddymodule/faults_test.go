@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authgate/authgate/caddymodule/mail/mailtest"
+	"github.com/authgate/authgate/caddymodule/password"
 	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
@@ -564,6 +565,11 @@ func TestReloadLeavesNothingBehind(t *testing.T) {
 	rdb := redis.NewClient(ropts)
 	t.Cleanup(func() { _ = rdb.Close() })
 
+	// The hashing workers of one config: the live one's, before any reload.
+	workers := password.Workers()
+	if workers == 0 {
+		t.Fatal("no hashing workers run while the app does")
+	}
 	// settled waits until what runs and what is connected is what the live
 	// config accounts for, and returns the goroutine count then.
 	settled := func(when string) int {
@@ -589,8 +595,10 @@ func TestReloadLeavesNothingBehind(t *testing.T) {
 		testenv.WaitFor(t, when+": one session cache watcher", func() bool {
 			return goroutinesIn("sessions.(*Store).Watch") == 1 && goroutinesIn("sessions.(*Store).listen.func") == 1
 		})
-		// LEAD: once the hashing threads belong to the app (i11-hashing),
-		// wait here too until their count is the live config's.
+		// One Hasher lives per config, from its start to its Cleanup.
+		testenv.WaitFor(t, when+": the hashing workers the live config's", func() bool {
+			return password.Workers() == workers
+		})
 		return runtime.NumGoroutine()
 	}
 

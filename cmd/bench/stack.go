@@ -53,7 +53,7 @@ func startStack(ctx context.Context, caddy, extra string) (s *stack, err error) 
 	if s.redis, err = s.startRedis("redis-gate"); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(7)
+	ports, err := testenv.FreePorts(7)
 	if err != nil {
 		return nil, err
 	}

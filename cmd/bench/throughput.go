@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
 // throughput compares the gate with plain reverse_proxy, forward_auth and
@@ -85,7 +87,7 @@ func warmUp(ctx context.Context, dir string, vs ...*variant) error {
 
 // twoPorts returns two free loopback ports: a Caddy's admin and site.
 func twoPorts() (admin, site int, err error) {
-	ports, err := freePorts(2)
+	ports, err := testenv.FreePorts(2)
 	if err != nil {
 		return 0, 0, err
 	}
