@@ -42,6 +42,18 @@ type Session struct {
 	// Created and Expires are Unix seconds; Expires is absolute (session_ttl).
 	Created int64 `json:"c"`
 	Expires int64 `json:"x"`
+	// Seen is when the session was last used (Unix seconds). It is written
+	// at most once per refresh interval, never on every request, so that the
+	// gate stays one read.
+	Seen int64 `json:"s,omitempty"`
+	// IP and Device say where the session was started (the client address
+	// and a summary of its User-Agent, see package useragent), so that the
+	// account page can show a user their sessions.
+	IP     string `json:"ip,omitempty"`
+	Device string `json:"d,omitempty"`
+	// AMR names how the login was made, in RFC 8176's words ("pwd", "otp",
+	// "hwk" for a passkey, ...); the gate passes it upstream.
+	AMR []string `json:"amr,omitempty"`
 	// ID is the hash of the token: it names the session without being it.
 	ID string `json:"-"`
 }
@@ -147,6 +159,7 @@ func (s *Store) Create(ctx context.Context, sess Session) (string, Session, erro
 	now := s.now()
 	sess.Created = now.Unix()
 	sess.Expires = now.Add(s.cfg.TTL).Unix()
+	sess.Seen = sess.Created
 	sess.ID = hashSecret(token[userhashLen+1:])
 	record, err := json.Marshal(sess)
 	if err != nil {
