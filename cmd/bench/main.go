@@ -75,6 +75,7 @@ var parts = []struct {
 	{"neighbour", (*bench).neighbour},
 	{"scale", (*bench).scale},
 	{"memory", (*bench).memory},
+	{"bounds", (*bench).bounds},
 }
 
 func partNames() []string {
