@@ -172,11 +172,15 @@ type unansweredError struct{ err error }
 func (e *unansweredError) Error() string { return "no answer: " + e.err.Error() }
 func (e *unansweredError) Unwrap() error { return e.err }
 
-// call sends a request, with body (when not nil) as JSON and the given
-// headers, and reads the answer whole.
+// call sends a request, with body (when not nil) as JSON, or as it is
+// when it is []byte, and the given headers, and reads the answer whole.
 func call(ctx context.Context, c *http.Client, method, u string, body any, header http.Header) (answer, error) {
 	var rd io.Reader
-	if body != nil {
+	raw, isRaw := body.([]byte)
+	switch {
+	case isRaw:
+		rd = bytes.NewReader(raw)
+	case body != nil:
 		b, err := json.Marshal(body)
 		if err != nil {
 			return answer{}, err
@@ -192,7 +196,7 @@ func call(ctx context.Context, c *http.Client, method, u string, body any, heade
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
-	if body != nil {
+	if body != nil && !isRaw {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.Do(req)
