@@ -178,21 +178,21 @@ func soak(ctx context.Context, o soakOptions, caddy, xcaddyConfig string) error 
 		logger.Print(sm.line())
 		return nil
 	}
-	if err := take(); err != nil {
-		return err
-	}
+	err = take()
 	tick := time.NewTicker(o.sample)
-	for trafficCtx.Err() == nil {
+	for err == nil && trafficCtx.Err() == nil {
 		select {
 		case <-trafficCtx.Done():
 		case <-tick.C:
-			if err := take(); err != nil {
-				return err
-			}
+			err = take()
 		}
 	}
 	tick.Stop()
+	stopTraffic()
 	wg.Wait()
+	if err != nil {
+		return err
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

@@ -340,3 +340,25 @@ func TestReadMail(t *testing.T) {
 		t.Errorf("mails left after reading: %v", left)
 	}
 }
+
+func TestCPUSince(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name          string
+		before, after cpuTimes
+		d             time.Duration
+		ours, others  float64
+	}{
+		{name: "ours and others", before: cpuTimes{busy: 1000, ours: 100}, after: cpuTimes{busy: 2500, ours: 350}, d: 10 * time.Second, ours: 0.25, others: 1.25},
+		{name: "an ended process of ours", before: cpuTimes{busy: 1000, ours: 400}, after: cpuTimes{busy: 1500, ours: 300}, d: 10 * time.Second, ours: 0, others: 0.5},
+		{name: "too short to tell", before: cpuTimes{}, after: cpuTimes{busy: 30, ours: 10}, d: 200 * time.Millisecond, ours: -1, others: -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ours, others := tc.after.since(tc.before, tc.d)
+			if math.Abs(ours-tc.ours) > 1e-9 || math.Abs(others-tc.others) > 1e-9 {
+				t.Errorf("ours %v others %v, want %v %v", ours, others, tc.ours, tc.others)
+			}
+		})
+	}
+}

@@ -266,15 +266,17 @@ func readCPU() cpuTimes {
 	return t
 }
 
-// since returns the cores used by ours and by everything else over d.
+// since returns the cores used by ours and by everything else over d; -1
+// for both when d is too short for /proc's ticks to say.
 func (t cpuTimes) since(before cpuTimes, d time.Duration) (ours, others float64) {
 	secs := d.Seconds()
-	if secs <= 0 {
-		return 0, 0
+	if secs < 1 {
+		return -1, -1
 	}
-	ours = float64(t.ours-before.ours) / ticks / secs
-	others = float64(t.busy-before.busy)/ticks/secs - ours
-	return ours, max(0, others)
+	busy := float64(t.busy-before.busy) / ticks / secs
+	// A process of ours that ended takes its ticks out of the sum.
+	ours = min(busy, max(0, float64(t.ours-before.ours)/ticks/secs))
+	return ours, busy - ours
 }
 
 // treeCPU returns the CPU ticks of process root and its descendants
@@ -649,7 +651,7 @@ func (r soakReport) markdown() (string, bool) {
 
 const soakProse = `What runs: the real binary (bin/caddy) with a throwaway PostgreSQL and Redis, all on loopback, and a Go client sending a steady mix of traffic for the whole run: requests through the gate with live sessions (the upstream answers with the Remote-User it got, which must be the session's user) and without one, logins with the right password (from the account's own address, with its device cookie) and wrong ones (from random addresses through ` + "`X-Forwarded-For`" + `, as an attack spreads), logins of unknown names, registrations new and taken, password resets whose code is read back from the mail in ` + "`mail_dir`" + ` (a third of them after a wrong guess), codes asked for and never used, logouts, and a config reload through the admin API (` + "`POST /load`" + ` of the same Caddyfile) every 30 seconds. After each logout and reset the ended sessions are tried at the gate and must be refused.
 
-How to read it: every answer is checked against what the contract says for that request. A 401 for a wrong password or a 429 once a throttle is full are answers as expected and are counted by kind; a 5xx, a transport error, a wrong status or a wrong body is unexpected, and one is a failure. A request that no server read because a reload closed its connection first is sent again, as HTTP allows, and counted. Every sample (every 10 s) reads Caddy's resident memory (` + "`/proc`" + `), its goroutines (its metrics' ` + "`go_goroutines`" + `) and open files, PostgreSQL's connections (` + "`pg_stat_activity`" + `), Redis' connections, keys and memory. Caddy's resident memory is judged without the hashing workers' argon2 working memory (19 MiB a worker while logins come; a worker gives it back after 30 s without one, and a reload's new workers start without it), which makes a saw-tooth with the reload period, not growth. What a leak looks like is growth that goes on after the warm-up (in which pools fill, caches warm and the short lifetimes of the soak's data come round once): a series is flat when its least-squares slope per minute is within the tolerance, and a real leak of, say, one goroutine per reload or per thousand requests would show as several per minute. Redis keys are judged not by their slope but against the live data: the client knows every session it holds, every code it has not used, every throttle counter and announcement it caused, and when each must end; Redis may hold nothing beyond that, nor lack what surely lives. Each sample holds new traffic back and waits for what is under way to end (for up to 10 s), so that it reads the process and the stores at rest: the goroutines, files and connections of requests under way swing with the machine's speed and would hide a slow leak; an action it could not wait for widens the range of keys by what it may add or remove. The machine is shared: the CPU used by other jobs is measured beside every sample, and a slow moment shows there rather than being hidden.
+How to read it: every answer is checked against what the contract says for that request. A 401 for a wrong password or a 429 once a throttle is full are answers as expected and are counted by kind; a 5xx, a transport error, a wrong status or a wrong body is unexpected, and one is a failure. A request that no server read because a reload closed its connection first is sent again, as HTTP allows, and counted. Every sample (every 10 s) reads Caddy's resident memory (` + "`/proc`" + `), its goroutines (its metrics' ` + "`go_goroutines`" + `) and open files, PostgreSQL's connections (` + "`pg_stat_activity`" + `), Redis' connections, keys and memory. Caddy's resident memory is judged without the hashing workers' argon2 working memory (19 MiB a worker while logins come; a worker gives it back after 30 s without one, and a reload's new workers start without it), which makes a saw-tooth with the reload period, not growth. What a leak looks like is growth that goes on after the warm-up (in which pools fill, caches warm and the short lifetimes of the soak's data come round once): a series is flat when its least-squares slope per minute is within the tolerance, and a real leak of, say, one goroutine per reload or per thousand requests would show as several per minute. Redis keys are judged not by their slope (shown for information: the live data grows a little as registered accounts join the traffic) but against the live data: the client knows every session it holds, every code it has not used, every throttle counter and announcement it caused, and when each must end; Redis may hold nothing beyond that, nor lack what surely lives. Each sample holds new traffic back and waits for what is under way to end (for up to 10 s), so that it reads the process and the stores at rest: the goroutines, files and connections of requests under way swing with the machine's speed and would hide a slow leak; an action it could not wait for widens the range of keys by what it may add or remove. The machine is shared: the CPU used by other jobs is measured beside every sample, and a slow moment shows there rather than being hidden.
 `
 
 func unitSuffix(unit string) string {
@@ -672,9 +674,11 @@ func countAfter(samples []sample, warmup time.Duration) int {
 // loadText says how busy the machine was with other work.
 func loadText(samples []sample) string {
 	var others, ours, load []float64
-	for _, s := range samples[1:] {
-		others = append(others, s.others)
-		ours = append(ours, s.ours)
+	for _, s := range samples {
+		if s.others >= 0 {
+			others = append(others, s.others)
+			ours = append(ours, s.ours)
+		}
 		load = append(load, s.load1)
 	}
 	if len(others) == 0 {
@@ -728,7 +732,11 @@ func sampleTable(samples []sample) string {
 		for _, k := range keyKinds {
 			row = append(row, fmt.Sprintf("%d (%d–%d)", s.keys[k], s.expect[k].lo, s.expect[k].hi))
 		}
-		row = append(row, fmt.Sprint(s.noTTL), heldText(s), fmt.Sprintf("%.2f", s.others))
+		others := "–"
+		if s.others >= 0 {
+			others = fmt.Sprintf("%.2f", s.others)
+		}
+		row = append(row, fmt.Sprint(s.noTTL), heldText(s), others)
 		cells = append(cells, row)
 	}
 	return table(cells)
