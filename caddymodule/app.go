@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -118,16 +119,26 @@ type App struct {
 	// on top of the limits above. Default: 20 in 24h.
 	ThrottleCodes *Limit `json:"throttle_codes,omitempty"`
 
-	stores    stores
-	hasher    *password.Hasher // its workers run from newService to Cleanup
-	runtime   atomic.Pointer[auth.Service]
-	started   chan struct{} // closed by Start
-	stopWatch context.CancelFunc
-	watching  chan struct{} // closed when the cache's watcher has ended
-	metrics   *metrics.Metrics
-	events    *caddyevents.App
-	ctx       caddy.Context
-	logger    *zap.Logger
+	stores  stores
+	hasher  *password.Hasher // its workers run from newService to teardown
+	runtime atomic.Pointer[auth.Service]
+	// The account requests this config is serving (they may hash and use
+	// the stores), and whether Cleanup has come. Caddy's reload does not
+	// wait for the old config's requests before its Cleanup: a login still
+	// waiting for a hashing slot then failed with "password hasher closed"
+	// (make soak found it). The hasher stops and the stores are released
+	// once both are over (teardown).
+	requestsMu   sync.Mutex
+	requests     int
+	cleanedUp    bool
+	teardownOnce sync.Once
+	started      chan struct{} // closed by Start
+	stopWatch    context.CancelFunc
+	watching     chan struct{} // closed when the cache's watcher has ended
+	metrics      *metrics.Metrics
+	events       *caddyevents.App
+	ctx          caddy.Context
+	logger       *zap.Logger
 }
 
 // Sentinel names a Redis Sentinel group.
@@ -405,18 +416,50 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// Cleanup stops the password hashing workers, waiting for any hash under
-// way, and releases this config's hold on the shared connections; they
-// close when no loaded config uses them any more.
+// Cleanup stops the password hashing workers and releases this config's
+// hold on the shared connections (they close when no loaded config uses
+// them any more), at once, or once the last account request this config
+// is serving has been answered.
 func (a *App) Cleanup() error {
-	if a.hasher != nil {
-		_ = a.hasher.Close()
+	a.requestsMu.Lock()
+	a.cleanedUp = true
+	idle := a.requests == 0
+	a.requestsMu.Unlock()
+	if idle {
+		a.teardown()
 	}
-	for _, release := range a.stores.release {
-		release()
-	}
-	a.stores.release = nil
 	return nil
+}
+
+// serving notes an account request of this config under way; the function
+// it returns notes its end.
+func (a *App) serving() (done func()) {
+	a.requestsMu.Lock()
+	a.requests++
+	a.requestsMu.Unlock()
+	return func() {
+		a.requestsMu.Lock()
+		a.requests--
+		last := a.cleanedUp && a.requests == 0
+		a.requestsMu.Unlock()
+		if last {
+			a.teardown()
+		}
+	}
+}
+
+// teardown stops the hashing workers, waiting for a hash under way, and
+// releases the stores.
+func (a *App) teardown() {
+	a.teardownOnce.Do(func() {
+		if a.hasher != nil {
+			_ = a.hasher.Close()
+		}
+		for _, release := range a.stores.release {
+			release()
+		}
+		a.stores.release = nil
+	})
 }
 
 // service returns the live account service. Caddy starts its apps in no

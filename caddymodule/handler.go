@@ -197,6 +197,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	ours := gatepath.Structural(raw)
 	switch {
 	case ours && under(raw, h.Prefix):
+		defer h.app.serving()()
 		if svc == nil {
 			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
 		}
@@ -213,6 +214,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		}
 		return nil
 	case ours && h.AccountAPI != "" && under(raw, h.AccountAPI):
+		defer h.app.serving()()
 		if svc == nil {
 			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
 		}

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"runtime"
 	"strings"
 	"testing"
@@ -48,5 +49,53 @@ func TestHashWorkersBelongToTheApp(t *testing.T) {
 	}
 	if got := runtime.GOMAXPROCS(0); got != procs {
 		t.Errorf("GOMAXPROCS %d after the app stopped, was %d", got, procs)
+	}
+}
+
+// Caddy's reload runs the old config's Cleanup without waiting for its
+// requests: the hashing workers and the stores of a config stay until its
+// last account request has been answered, so that a login under way
+// across a reload is answered as it would have been without it.
+func TestCleanupWaitsForAccountRequests(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		underWay int
+	}{
+		{name: "none under way: at once", underWay: 0},
+		{name: "one under way: when it ends", underWay: 1},
+		{name: "two under way: when both have", underWay: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := password.NewHasher(password.DefaultParams(), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = h.Close() })
+			released := 0
+			a := &App{hasher: h}
+			a.stores.release = []func(){func() { released++ }}
+			var done []func()
+			for range tc.underWay {
+				done = append(done, a.serving())
+			}
+			if err := a.Cleanup(); err != nil {
+				t.Fatal(err)
+			}
+			for i, end := range done {
+				if _, err := h.Hash(t.Context(), "a fine long password"); err != nil {
+					t.Fatalf("request %d under way: hashing after Cleanup: %v", i+1, err)
+				}
+				if released != 0 {
+					t.Fatalf("request %d under way: the stores released", i+1)
+				}
+				end()
+			}
+			if _, err := h.Hash(t.Context(), "a fine long password"); !errors.Is(err, password.ErrClosed) {
+				t.Errorf("hashing with no request left: %v, want ErrClosed", err)
+			}
+			if released != 1 {
+				t.Errorf("the stores released %d times, want once", released)
+			}
+		})
 	}
 }

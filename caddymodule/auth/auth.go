@@ -354,7 +354,10 @@ func (s *Service) RequestOTP(ctx context.Context, name, ip string) (accounts.Use
 		"It is valid for %s. If you did not ask for it, ignore this mail: your password stays as it is.\n",
 		u.Username, code, HumanDuration(s.codes.TTL()))
 	if err := s.send(ctx, u, "Your password reset code", body); err != nil {
-		_ = s.codes.DropOTP(ctx, u.Userhash)
+		// Also when the send ended because the client went away: its
+		// context is done then, yet a code nobody got must not stay valid.
+		// The store's own timeouts bound the call.
+		_ = s.codes.DropOTP(context.WithoutCancel(ctx), u.Userhash)
 		return accounts.User{}, "", err
 	}
 	s.audit("otp_requested", u.Username, ip, zap.Int64("user_id", u.ID))

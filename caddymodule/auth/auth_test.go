@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"errors"
 	"maps"
 	"slices"
@@ -384,6 +385,7 @@ func TestRequestOTP(t *testing.T) {
 		metrics map[string]int
 		events  []string
 		counted string // the throttle counter that counted the request
+		gone    bool   // the client goes away while the mail is sent
 	}{
 		{name: "mails the code", user: "alice", mails: 1, metrics: map[string]int{"mail/sent": 1},
 			events: []string{"otp_requested"}, counted: "mail/user/alice"},
@@ -393,6 +395,8 @@ func TestRequestOTP(t *testing.T) {
 		{name: "no email address", user: "noemail", want: ErrNoEmail, counted: "mail/user/noemail"},
 		{name: "mail fails: no code stays valid", user: "alice", setup: func(r *rig) { r.mailer.err = mailDown },
 			want: ErrMailFailed, metrics: map[string]int{"mail/failed": 1}, counted: "mail/user/alice"},
+		{name: "client gone while mailing: no code stays valid", user: "alice", setup: func(r *rig) { r.mailer.err = context.Canceled },
+			gone: true, want: ErrMailFailed, metrics: map[string]int{"mail/failed": 1}, counted: "mail/user/alice"},
 		{name: "throttled", user: "alice", setup: func(r *rig) { r.throttle.set("mail/user/alice", 3) },
 			want: errThrottled, metrics: map[string]int{"throttled/mail": 1}},
 		{name: "NUL in the name", user: "ali\x00ce", want: ErrBadBytes},
@@ -408,7 +412,12 @@ func TestRequestOTP(t *testing.T) {
 			if tc.setup != nil {
 				tc.setup(r)
 			}
-			u, reqid, err := r.svc.RequestOTP(t.Context(), tc.user, ip)
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			if tc.gone {
+				r.mailer.during = cancel
+			}
+			u, reqid, err := r.svc.RequestOTP(ctx, tc.user, ip)
 			if !is(err, tc.want) {
 				t.Fatalf("error %v, want %v", err, tc.want)
 			}

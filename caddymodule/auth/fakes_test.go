@@ -312,11 +312,14 @@ func (f *fakeCodes) CheckOTP(_ context.Context, userhash, reqid, code string) er
 	return nil
 }
 
-func (f *fakeCodes) DropOTP(_ context.Context, userhash string) error {
+func (f *fakeCodes) DropOTP(ctx context.Context, userhash string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return f.err
+	}
+	if err := ctx.Err(); err != nil {
+		return err // as go-redis does with a done context
 	}
 	delete(f.otps, userhash)
 	return nil
@@ -510,11 +513,17 @@ type fakeMailer struct {
 	mu   sync.Mutex
 	sent []mail.Message
 	err  error
+	// during, when set, runs in the middle of every Send, e.g. to end the
+	// request's context as a client that goes away does.
+	during func()
 }
 
 func (m *fakeMailer) Send(_ context.Context, msg mail.Message) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.during != nil {
+		m.during()
+	}
 	if m.err != nil {
 		return m.err
 	}

@@ -22,12 +22,19 @@ func globals(admin int, extra string) string {
 // throttle's 429s. extra holds more directives (-authgate flag), e.g. to
 // compare a setting.
 func authgateGlobal(postgres, redis, extra string) string {
+	return authgateOption(postgres, redis, "bench", "throttle_user 1000000 1m; throttle_ip 1000000 1m", extra)
+}
+
+// authgateOption is an authgate global option with its stores, its key
+// prefix, and more directives, each argument holding ';'-separated ones.
+func authgateOption(postgres, redis, prefix string, directives ...string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\tauthgate {\n\t\tpostgres %s\n\t\tredis %s\n\t\tredis_prefix bench\n", postgres, redis)
-	b.WriteString("\t\tthrottle_user 1000000 1m\n\t\tthrottle_ip 1000000 1m\n")
-	for _, line := range strings.Split(extra, ";") {
-		if line = strings.TrimSpace(line); line != "" {
-			fmt.Fprintf(&b, "\t\t%s\n", line)
+	fmt.Fprintf(&b, "\tauthgate {\n\t\tpostgres %s\n\t\tredis %s\n\t\tredis_prefix %s\n", postgres, redis, prefix)
+	for _, d := range directives {
+		for line := range strings.SplitSeq(d, ";") {
+			if line = strings.TrimSpace(line); line != "" {
+				fmt.Fprintf(&b, "\t\t%s\n", line)
+			}
 		}
 	}
 	b.WriteString("\t}\n")

@@ -6,7 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptrace"
+	"sync/atomic"
+	"syscall"
 )
 
 // registerAndLogin registers the bench user and logs in, as a client of
@@ -115,4 +119,110 @@ func expectStatuses(ctx context.Context, es ...expect) error {
 		}
 	}
 	return nil
+}
+
+// answer is what a request got back: the status, the body, and in the
+// users API's envelope, data.message as a code or as an object.
+type answer struct {
+	status  int
+	header  http.Header
+	body    string
+	success any            // true, "true" (a login) or false
+	code    string         // data.message when it is a string
+	object  map[string]any // data.message when it is an object
+}
+
+// str returns a string field of data.message.
+func (a answer) str(key string) string {
+	s, _ := a.object[key].(string)
+	return s
+}
+
+// cookie returns the value of the cookie the answer set, "" for none.
+func (a answer) cookie(name string) string {
+	for _, c := range (&http.Response{Header: a.header}).Cookies() {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// String describes the answer in a report line: the status, and the code
+// or the start of the body.
+func (a answer) String() string {
+	if a.code != "" {
+		return fmt.Sprintf("%d %s", a.status, a.code)
+	}
+	b := a.body
+	if len(b) > 80 {
+		b = b[:80] + "…"
+	}
+	return fmt.Sprintf("%d %q", a.status, b)
+}
+
+// unansweredError is a request that no server read: its connection was
+// reset or closed before any byte of an answer came. A config reload does
+// this to the connections the kernel queued for the old listener as it
+// closes, and to idle keep-alive connections the old server closes as the
+// client sends on them; HTTP lets a client send such a request again (RFC
+// 9112, 9.3.1). caddymodule's fault tests treat them alike.
+type unansweredError struct{ err error }
+
+func (e *unansweredError) Error() string { return "no answer: " + e.err.Error() }
+func (e *unansweredError) Unwrap() error { return e.err }
+
+// call sends a request, with body (when not nil) as JSON, or as it is
+// when it is []byte, and the given headers, and reads the answer whole.
+func call(ctx context.Context, c *http.Client, method, u string, body any, header http.Header) (answer, error) {
+	var rd io.Reader
+	raw, isRaw := body.([]byte)
+	switch {
+	case isRaw:
+		rd = bytes.NewReader(raw)
+	case body != nil:
+		b, err := json.Marshal(body)
+		if err != nil {
+			return answer{}, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	var answered atomic.Bool
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotFirstResponseByte: func() { answered.Store(true) }})
+	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	if err != nil {
+		return answer{}, err
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
+	if body != nil && !isRaw {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		if !answered.Load() && (errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)) {
+			return answer{}, &unansweredError{err}
+		}
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return answer{}, err
+	}
+	a := answer{status: resp.StatusCode, header: resp.Header, body: string(b)}
+	var env struct {
+		Success any `json:"success"`
+		Data    struct {
+			Message json.RawMessage `json:"message"`
+		} `json:"data"`
+	}
+	if json.Unmarshal(b, &env) == nil {
+		a.success = env.Success
+		if json.Unmarshal(env.Data.Message, &a.code) != nil {
+			_ = json.Unmarshal(env.Data.Message, &a.object)
+		}
+	}
+	return a, nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -243,6 +244,12 @@ type probe struct {
 	Header   http.Header
 	Rate     int // requests per second
 	Duration time.Duration
+	// Workers sending at once; 0 for 64. A server that holds requests for
+	// seconds needs rate × seconds of them to keep the rate.
+	Workers int
+	// Each, when set, sees every request: when it was sent (or due, if
+	// late), how long its answer took from then, and the status or error.
+	Each func(sent time.Time, d time.Duration, status int, err error)
 }
 
 func (p probe) Run(ctx context.Context) (result, error) {
@@ -250,7 +257,7 @@ func (p probe) Run(ctx context.Context) (result, error) {
 	if n <= 0 {
 		return result{}, fmt.Errorf("probe: nothing to send")
 	}
-	const workers = 64 // enough to keep the rate through stalls of ~250 ms
+	workers := cmp.Or(p.Workers, 64) // 64: enough to keep the rate through stalls of ~250 ms
 	client := &http.Client{
 		Timeout: 10 * time.Second,
 		Transport: &http.Transport{
@@ -295,6 +302,13 @@ func (p probe) Run(ctx context.Context) (result, error) {
 					resp.Body.Close()
 				}
 				d := time.Since(from)
+				if p.Each != nil {
+					st := 0
+					if err == nil {
+						st = resp.StatusCode
+					}
+					p.Each(from, d, st, err)
+				}
 				mu.Lock()
 				switch {
 				case err != nil:

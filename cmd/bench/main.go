@@ -75,6 +75,7 @@ var parts = []struct {
 	{"neighbour", (*bench).neighbour},
 	{"scale", (*bench).scale},
 	{"memory", (*bench).memory},
+	{"bounds", (*bench).bounds},
 }
 
 func partNames() []string {
@@ -106,7 +107,15 @@ func main() {
 	flag.StringVar(&o.trace, "trace", "", "write a Go execution trace (go tool trace) of authgate's Caddy during the first login flood to this file")
 	hashLoad := flag.Duration("hash-load", 0, "only hash passwords on every core through caddymodule/password, as authgate does, for this long, then exit (the bench runs itself so for a reference variant)")
 	only := flag.String("only", "", "run only these parts, comma-separated ("+strings.Join(partNames(), ", ")+"); the report is then only printed unless -o is given")
+	var so soakOptions
+	flag.DurationVar(&so.dur, "soak", 0, "run the soak for this long instead of the bench (make soak), and write its section of -o (default RELIABILITY.md)")
+	flag.DurationVar(&so.warmup, "soak-warmup", 3*time.Minute, "the start of the soak whose samples are not judged for slopes (at most a third of -soak)")
+	flag.DurationVar(&so.sample, "soak-sample", 10*time.Second, "the interval between the soak's samples")
+	flag.DurationVar(&so.reload, "soak-reload", 30*time.Second, "the interval between the soak's config reloads")
+	flag.IntVar(&so.users, "soak-users", 100, "accounts registered before the soak's traffic starts")
 	flag.Parse()
+	outSet := false
+	flag.Visit(func(f *flag.Flag) { outSet = outSet || f.Name == "o" })
 	if *hashLoad > 0 {
 		if err := burnHashes(*hashLoad); err != nil {
 			logger.Fatal(err)
@@ -123,8 +132,6 @@ func main() {
 			o.only[p] = true
 		}
 		// A partial run must not overwrite the committed full report.
-		outSet := false
-		flag.Visit(func(f *flag.Flag) { outSet = outSet || f.Name == "o" })
 		if !outSet {
 			o.out = ""
 		}
@@ -135,7 +142,17 @@ func main() {
 	log.SetFlags(log.LstdFlags)
 	log.SetPrefix("")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := run(ctx, o)
+	var err error
+	if so.dur > 0 {
+		so.warmup = min(so.warmup, so.dur/3)
+		so.out = "RELIABILITY.md"
+		if outSet {
+			so.out = o.out
+		}
+		err = soak(ctx, so, o.caddy, o.xcaddy)
+	} else {
+		err = run(ctx, o)
+	}
 	stop()
 	if err != nil {
 		logger.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -114,37 +115,64 @@ func peakMemory(ctx context.Context, dir string, proc *caddyProc, admin int, gat
 // waitHashMemoryReleased polls the metrics of the Caddy whose admin
 // endpoint is on port admin until its hashing workers hold no memory.
 func waitHashMemoryReleased(ctx context.Context, admin int, limit time.Duration) error {
-	const metric = "authgate_password_hash_memory_bytes "
-	u := fmt.Sprintf("http://127.0.0.1:%d/metrics", admin)
+	const metric = "authgate_password_hash_memory_bytes"
 	deadline := time.Now().Add(limit)
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		m, err := readMetrics(ctx, admin)
 		if err != nil {
 			return err
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
-		value := ""
-		for line := range strings.SplitSeq(string(body), "\n") {
-			if v, ok := strings.CutPrefix(line, metric); ok {
-				value = v
-			}
-		}
+		value, ok := m[metric]
 		switch {
-		case value == "":
-			return fmt.Errorf("metrics: no %s at %s", strings.TrimSpace(metric), u)
-		case value == "0":
+		case !ok:
+			return fmt.Errorf("metrics: no %s at port %d", metric, admin)
+		case value == 0:
 			return nil
 		case time.Now().After(deadline):
-			return fmt.Errorf("the hashing workers still hold %s bytes after %s", value, limit)
+			return fmt.Errorf("the hashing workers still hold %.0f bytes after %s", value, limit)
 		}
 		sleep(ctx, 500*time.Millisecond)
 	}
+}
+
+// readMetrics returns the Prometheus metrics of the Caddy whose admin
+// endpoint is on port admin, by series (the name with its labels).
+func readMetrics(ctx context.Context, admin int) (map[string]float64, error) {
+	u := fmt.Sprintf("http://127.0.0.1:%d/metrics", admin)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metrics: status %d at %s", resp.StatusCode, u)
+	}
+	return parseMetrics(string(body)), nil
+}
+
+// parseMetrics reads Prometheus' text format: one "series value" a line,
+// comments skipped.
+func parseMetrics(text string) map[string]float64 {
+	m := map[string]float64{}
+	for line := range strings.SplitSeq(text, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m
 }

@@ -33,6 +33,37 @@ type stack struct {
 // caddy, with extra authgate directives), and waits until every site
 // answers. On error, what was started is stopped again.
 func startStack(ctx context.Context, caddy, extra string) (s *stack, err error) {
+	if s, err = startStores(caddy, extra); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	ports, err := testenv.FreePorts(7)
+	if err != nil {
+		return nil, err
+	}
+	s.ports = mainPorts{Admin: ports[0], Plain: ports[1], Gate: ports[2], ForwardAuth: ports[3], AuthEndpoint: ports[4], Upstream: ports[5]}
+	upstreamAdmin := ports[6]
+
+	logger.Print("starting the upstream and authgate's Caddy (plain, gate, forward_auth sites)")
+	if _, err := s.start(ctx, "upstream", caddy, upstreamCaddyfile(upstreamAdmin, s.ports.Upstream), s.ports.Upstream); err != nil {
+		return nil, err
+	}
+	p := s.ports
+	if s.authgate, err = s.start(ctx, "authgate", caddy, mainCaddyfile(p, s.global(s.redis.URL())),
+		p.Plain, p.Gate, p.ForwardAuth, p.AuthEndpoint); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// startStores starts the part of a stack that every run needs, whatever
+// Caddys it then starts: the temporary directory, PostgreSQL and the
+// gate's Redis. On error, what was started is stopped again.
+func startStores(caddy, extra string) (s *stack, err error) {
 	dir, err := os.MkdirTemp("", "authgate-bench-")
 	if err != nil {
 		return nil, err
@@ -51,22 +82,6 @@ func startStack(ctx context.Context, caddy, extra string) (s *stack, err error) 
 	}
 	s.onStop(func() { s.pg.Stop() })
 	if s.redis, err = s.startRedis("redis-gate"); err != nil {
-		return nil, err
-	}
-	ports, err := testenv.FreePorts(7)
-	if err != nil {
-		return nil, err
-	}
-	s.ports = mainPorts{Admin: ports[0], Plain: ports[1], Gate: ports[2], ForwardAuth: ports[3], AuthEndpoint: ports[4], Upstream: ports[5]}
-	upstreamAdmin := ports[6]
-
-	logger.Print("starting the upstream and authgate's Caddy (plain, gate, forward_auth sites)")
-	if _, err := s.start(ctx, "upstream", caddy, upstreamCaddyfile(upstreamAdmin, s.ports.Upstream), s.ports.Upstream); err != nil {
-		return nil, err
-	}
-	p := s.ports
-	if s.authgate, err = s.start(ctx, "authgate", caddy, mainCaddyfile(p, s.global(s.redis.URL())),
-		p.Plain, p.Gate, p.ForwardAuth, p.AuthEndpoint); err != nil {
 		return nil, err
 	}
 	return s, nil
