@@ -5,7 +5,10 @@
 //	{"success": false, "data": {"message": "CODE"}}
 //
 // Existing front-ends read success and data.message, so the codes and
-// statuses here are a contract (SPEC.md, "The users API").
+// statuses here are a contract (SPEC.md, "The users API"). One exception to
+// the envelope is kept from the seed's own server: a successful login
+// answers "success": "true", a string, which its client tests with
+// === "true".
 package usersapi
 
 import (
@@ -136,7 +139,10 @@ func (a *API) login(w http.ResponseWriter, r *http.Request, p web.Params) {
 		a.fail(w, r, err)
 	default:
 		a.Cookie.LoggedIn(w, r, a.Service, u, token, sess)
-		Succeed(w, map[string]any{"userhash": u.Userhash, "ssid": token})
+		// The string, not true: the seed's client accepts a login only if
+		// success === "true". A failure stays the boolean false, which no
+		// truthiness test takes for a success.
+		reply(w, http.StatusOK, "true", map[string]any{"userhash": u.Userhash, "ssid": token})
 	}
 }
 
@@ -288,6 +294,8 @@ func Succeed(w http.ResponseWriter, message any) { reply(w, http.StatusOK, true,
 // Fail writes a failure envelope with the given status.
 func Fail(w http.ResponseWriter, status int, code string) { reply(w, status, false, code) }
 
-func reply(w http.ResponseWriter, status int, success bool, message any) {
+// reply writes the envelope; success is a bool, or the string "true" of a
+// login.
+func reply(w http.ResponseWriter, status int, success any, message any) {
 	web.WriteJSON(w, status, map[string]any{"success": success, "data": map[string]any{"message": message}})
 }

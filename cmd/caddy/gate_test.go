@@ -286,7 +286,8 @@ http://127.0.0.1:%d {
 	return g
 }
 
-// api posts a form to the users API and returns data.message.
+// api posts a form to the users API and returns data.message of its
+// success: "success" is true, or for a login the string "true".
 func (g *gate) api(endpoint string, form url.Values) json.RawMessage {
 	g.t.Helper()
 	resp, err := http.PostForm(g.base+"/auth/users/"+endpoint, form)
@@ -296,12 +297,16 @@ func (g *gate) api(endpoint string, form url.Values) json.RawMessage {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	var env struct {
-		Success bool `json:"success"`
+		Success any `json:"success"`
 		Data    struct {
 			Message json.RawMessage `json:"message"`
 		} `json:"data"`
 	}
-	if err := json.Unmarshal(body, &env); err != nil || !env.Success || resp.StatusCode != http.StatusOK {
+	success := any(true)
+	if endpoint == "login" {
+		success = "true"
+	}
+	if err := json.Unmarshal(body, &env); err != nil || env.Success != success || resp.StatusCode != http.StatusOK {
 		g.t.Fatalf("users/%s: %s %s", endpoint, resp.Status, body)
 	}
 	return env.Data.Message
