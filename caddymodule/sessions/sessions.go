@@ -92,6 +92,8 @@ const (
 	secretLen   = 43 // base64url of 32 bytes, unpadded
 	// TokenLen is the length of every token this package makes.
 	TokenLen = userhashLen + 1 + secretLen
+	// UserhashLen is the length of the userhash a token starts with.
+	UserhashLen = userhashLen
 )
 
 // createScript stores the record, indexes it, drops index entries whose

@@ -244,11 +244,8 @@ func (a *API) registrationStatus(w http.ResponseWriter, _ *http.Request, _ web.P
 // Basic base64(userhash:ssid), or the cookie.
 func (a *API) token(r *http.Request) string {
 	if web.HasBasic(r) {
-		userhash, ssid, ok := web.BasicCredentials(r)
-		if h, valid := sessions.Userhash(ssid); ok && valid && h == userhash {
-			return ssid
-		}
-		return ""
+		token, _ := web.SessionBasic(r.Header.Get("Authorization"))
+		return token
 	}
 	token, _ := a.Cookie.Token(r)
 	return token
