@@ -98,7 +98,9 @@ func TestSecFetchSiteRefusesCrossSitePosts(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, site := range []string{"cross-site", "same-site"} {
-				header := []string{"Sec-Fetch-Site", site, "Origin", e.base, "Authorization", basic("hugo", "hugo-password")}
+				// As a browser sends it: the login page answers pages
+				// only to requests that accept HTML.
+				header := []string{"Sec-Fetch-Site", site, "Origin", e.base, "Authorization", basic("hugo", "hugo-password"), "Accept", "text/html"}
 				if tc.contentType != "" {
 					header = append(header, "Content-Type", tc.contentType)
 				}

@@ -264,7 +264,7 @@ func TestDeviceGuessingIsStopped(t *testing.T) {
 // Every front door that logs in sets a device cookie, and honours one.
 func TestDeviceCookieAtEveryFrontDoor(t *testing.T) {
 	e := newProxiedEnv(t, options{site: "account_api /api/user"})
-	form := []string{"Content-Type", "application/x-www-form-urlencoded"}
+	form := []string{"Content-Type", "application/x-www-form-urlencoded", "Accept", "text/html"}
 
 	restReg := e.client()
 	r := e.do(restReg, "PUT", "/api/user/account/pat", `{"password":"pat-password","email":"pat@example.com","autologin":true}`)

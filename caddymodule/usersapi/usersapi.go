@@ -14,6 +14,7 @@ package usersapi
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -83,6 +84,9 @@ var endpoints = map[string]endpoint{
 	"logout":                      {"POST", (*API).logout, false},
 	"settings/registrationstatus": {"GET", (*API).registrationStatus, false},
 }
+
+// Names lists the endpoints' names, sorted.
+func Names() []string { return slices.Sorted(maps.Keys(endpoints)) }
 
 // Serve answers the endpoint name (the path after "users/").
 func (a *API) Serve(w http.ResponseWriter, r *http.Request, name string) {
