@@ -300,11 +300,12 @@ func (h *Handler) serveUsers(w http.ResponseWriter, r *http.Request, svc *auth.S
 // the endpoint's name: <users_api>/users/<name>, and the login at
 // <users_api>/login and <users_api>/login/ (whatever the method: those
 // paths are the login's, not the app's). The mount sits in the app's own
-// path space, so it answers a path only when it is canonical (see
-// gatepath.Canonical), not merely structural as under prefix: a path that
-// some upstream reads as another path (a fullwidth "．．" segment, which
-// NFKC makes "..") is never answered here, but gated and passed on as it
-// is, like any path of the app's.
+// path space, so it answers a path only when every upstream reads it as one
+// of those too: a canonical path (see gatepath.Canonical), not merely a
+// structural one as under prefix (a fullwidth "．．" segment is ".." to an
+// upstream that applies NFKC), and with a name (an upstream that drops a
+// trailing slash reads <users_api>/users/ as <users_api>/users, which may
+// be the app's). Anything else is gated and passed on as it is.
 func (h *Handler) usersMount(raw, path string) (string, bool) {
 	rest, ok := strings.CutPrefix(raw, h.UsersAPI)
 	if h.UsersAPI == "" || !ok {
@@ -313,7 +314,7 @@ func (h *Handler) usersMount(raw, path string) (string, bool) {
 	if rest == "/login" || rest == "/login/" {
 		return "login", true
 	}
-	if strings.HasPrefix(rest, "/users/") && gatepath.Canonical(raw) {
+	if len(rest) > len("/users/") && strings.HasPrefix(rest, "/users/") && gatepath.Canonical(raw) {
 		// A canonical path keeps its segments decoded, and the mount has
 		// no escapes: path starts the same.
 		return strings.TrimPrefix(path, h.UsersAPI+"/users/"), true

@@ -3,6 +3,8 @@ package caddymodule
 import (
 	"strings"
 	"testing"
+
+	"github.com/authgate/authgate/caddymodule/gatepath/gatepathtest"
 )
 
 // users_api is checked as written: a path of its own whose served paths
@@ -117,7 +119,7 @@ func TestUsersAPIMount(t *testing.T) {
 	// The rest of /api is the app's: gated, then passed on as it is.
 	c := e.client()
 	ssid := e.login(c, "uma", "uma-password").str("ssid")
-	for _, path := range []string{"/api/things", "/api/users", "/api/loginx", "/api/login/x", "/api/%75sers/login", "/api/%6Cogin", "/api/users/login;x", "/api//login"} {
+	for _, path := range []string{"/api/things", "/api/users", "/api/users/", "/api/loginx", "/api/login/x", "/api/%75sers/login", "/api/%6Cogin", "/api/users/login;x", "/api//login"} {
 		r = e.do(nil, "GET", path, nil, "Accept", "application/json")
 		e.expect(r, 401, false, "PLEASE_LOGIN")
 		r = e.do(c, "GET", path, nil)
@@ -195,5 +197,28 @@ func TestLoginPathNegotiation(t *testing.T) {
 	}
 	if n := sessions(); n != 5 {
 		t.Fatalf("%d sessions, want 5", n)
+	}
+}
+
+// The mount answers exactly the targets of gatepathtest.UsersMountCases
+// that it should, and only targets every upstream reads inside it.
+func TestUsersMountRouting(t *testing.T) {
+	h := &Handler{UsersAPI: gatepathtest.UsersMount}
+	for _, tc := range gatepathtest.UsersMountCases {
+		t.Run(tc.Target, func(t *testing.T) {
+			u, ok := gatepathtest.Forwarded(tc.Target)
+			if !ok {
+				t.Fatal("Go refuses it")
+			}
+			name, ours := h.usersMount(u.EscapedPath(), u.Path)
+			if ours != tc.Ours {
+				t.Fatalf("answered by the users dialect: %v (as %q), want %v", ours, name, tc.Ours)
+			}
+			for _, p := range gatepathtest.Readings(tc.Target) {
+				if ours && !gatepathtest.InUsersMount(p) {
+					t.Errorf("answered, but an upstream reads %q", p)
+				}
+			}
+		})
 	}
 }
