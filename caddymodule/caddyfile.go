@@ -238,6 +238,7 @@ func resolveNow(s string) string {
 //	authgate {
 //		prefix      /auth
 //		account_api /api/user
+//		users_api   /api
 //		public      /healthz /assets/*
 //		title       "Example Corp"
 //		origin      https://app.example.com
@@ -353,11 +354,12 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		directive := d.Val()
 		args := d.RemainingArgs()
 		switch directive {
-		case "prefix", "account_api", "title", "origin":
+		case "prefix", "account_api", "users_api", "title", "origin":
 			if len(args) != 1 {
 				return d.Errf("authgate: %s: takes one argument", directive)
 			}
-			*map[string]*string{"prefix": &h.Prefix, "account_api": &h.AccountAPI, "title": &h.Title, "origin": &h.Origin}[directive] = args[0]
+			*map[string]*string{"prefix": &h.Prefix, "account_api": &h.AccountAPI, "users_api": &h.UsersAPI,
+				"title": &h.Title, "origin": &h.Origin}[directive] = args[0]
 		case "public":
 			if len(args) == 0 {
 				return d.Errf("authgate: public: takes one or more path patterns")

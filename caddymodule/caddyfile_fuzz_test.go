@@ -16,7 +16,7 @@ var directives = []string{
 	"mail_from", "registration", "session_ttl", "session_idle", "max_sessions", "session_cache", "cookie_name",
 	"cookie_domain", "otp_ttl", "reset_url", "argon2", "hash_concurrency", "password_min_score",
 	"throttle_user", "throttle_ip", "throttle_codes",
-	"prefix", "account_api", "public", "title", "origin",
+	"prefix", "account_api", "users_api", "public", "title", "origin",
 }
 
 // namesDirective matches an error that says which setting is wrong.
@@ -72,6 +72,9 @@ func FuzzCaddyfile(f *testing.F) {
 		{base, "prefix /auth\naccount_api /auth/api"},
 		{base, "public /a /b\npublic /c"},
 		{base, "origin http://[::1]:8080"},
+		{base, "users_api /api\npublic /healthz /api/public/*"},
+		{base, "users_api /api\npublic /api/*"},
+		{base, "users_api /api/\naccount_api /api/users"},
 		{base, "prefix {"},
 		{base + "throttle_user {\n}", ""},
 	} {

@@ -155,6 +155,11 @@ func TestCaddyfileErrorsNameTheDirective(t *testing.T) {
 		{"public with a request placeholder", base, "public /{http.request.host}", "public"},
 		{"prefix with a semicolon", base, "prefix /a;b", "prefix"},
 		{"account_api with an escape", base, "account_api /api/%75ser", "account_api"},
+		{"users_api without a path", base, "users_api", "users_api"},
+		{"users_api with a trailing slash", base, "users_api /api/", "users_api"},
+		{"users_api under prefix", base, "users_api /auth/api", "users_api"},
+		{"users_api beside account_api at its users path", base, "users_api /api\naccount_api /api/users", "users_api"},
+		{"users_api where public opens its paths", base, "users_api /api\npublic /healthz /api/*", "users_api"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := adapt(t, gateCaddyfile(tc.global, tc.site))

@@ -31,7 +31,7 @@ func TestSecureCookieBehindTrustedProxy(t *testing.T) {
 				{"users API", "POST", "/auth/users/login", map[string]any{"username": "iris", "password": "iris-password"}, nil, 200},
 				{"REST dialect", "POST", "/api/user/account", nil, []string{"Authorization", basic("iris", "iris-password")}, 200},
 				{"login page", "POST", "/auth/login", formBody("username", "iris", "password", "iris-password"),
-					[]string{"Content-Type", "application/x-www-form-urlencoded"}, 303},
+					[]string{"Content-Type", "application/x-www-form-urlencoded", "Accept", "text/html"}, 303},
 			} {
 				for _, proto := range []struct {
 					name   string

@@ -61,6 +61,23 @@ func BenchmarkGate(b *testing.B) {
 	}
 }
 
+// BenchmarkGateSeedBasic is BenchmarkGate with users_api set and the
+// session in the seed client's Authorization: Basic base64(userhash:ssid),
+// beside the client's own cookies holding the same.
+func BenchmarkGateSeedBasic(b *testing.B) {
+	ssid := gateSession(b)
+	g := newGateRig(b, ssid)
+	g.h.UsersAPI = "/api"
+	g.req.Header.Del("Cookie")
+	g.req.Header.Set("Authorization", seedBasic(ssid))
+	g.req.Header.Set("Cookie", "userhash="+ssid[:32]+"; ssid="+ssid)
+	g.serve(b)
+	b.ReportAllocs()
+	for b.Loop() {
+		g.serve(b)
+	}
+}
+
 // BenchmarkGateBaseline is the same rig without the gate: the difference
 // to BenchmarkGate is what the gate costs.
 func BenchmarkGateBaseline(b *testing.B) {

@@ -87,7 +87,7 @@ func TestGateAccountPathsAreCanonical(t *testing.T) {
 	}
 	// An escaped letter is the same path to everyone.
 	r := e.do(nil, "POST", "/auth/users/%6Cogin", creds)
-	e.expect(r, 200, true, "")
+	e.expect(r, 200, "true", "")
 	if r.str("ssid") == "" || sessions() != 1 {
 		t.Fatalf("login: %s, %d sessions", r.body, sessions())
 	}
@@ -187,5 +187,5 @@ func TestGateWithoutPostgres(t *testing.T) {
 		r = e.do(nil, "POST", "/auth/users/login", map[string]any{"username": "mia", "password": "mia-password"})
 		return r.status == 200
 	})
-	e.expect(r, 200, true, "")
+	e.expect(r, 200, "true", "")
 }

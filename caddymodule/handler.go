@@ -51,6 +51,14 @@ type Handler struct {
 	Prefix string `json:"prefix,omitempty"`
 	// Path prefix of the REST account dialect; empty (default) turns it off.
 	AccountAPI string `json:"account_api,omitempty"`
+	// Path where the users dialect is served instead of under Prefix, for a
+	// front-end written for it that calls its own API base: the endpoints
+	// at <users_api>/users/<name>, and the login also at POST
+	// <users_api>/login and <users_api>/login/. Everything else under the
+	// path stays the app's: gated, and passed upstream. With it set the
+	// gate also takes a session from that front-end's "Authorization: Basic
+	// base64(userhash:ssid)". Default: empty, the dialect under Prefix.
+	UsersAPI string `json:"users_api,omitempty"`
 	// Path patterns that need no session, in the syntax of Caddy's path
 	// matcher (/healthz, /assets/*, *.css) but matched case-sensitively, and
 	// only against canonical paths, both as forwarded and decoded (see
@@ -152,6 +160,11 @@ func (h *Handler) Validate() error {
 	if h.AccountAPI != "" && (under(h.AccountAPI, prefix) || under(prefix, h.AccountAPI)) {
 		return fmt.Errorf("authgate: account_api: %q overlaps prefix %q", h.AccountAPI, prefix)
 	}
+	if h.UsersAPI != "" {
+		if err := h.validateUsersAPI(prefix); err != nil {
+			return err
+		}
+	}
 	if h.Origin != "" {
 		u, err := url.Parse(h.Origin)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
@@ -161,6 +174,40 @@ func (h *Handler) Validate() error {
 	}
 	_, err := publicPatterns(h.Public)
 	return err
+}
+
+// validateUsersAPI checks users_api: a path of its own, whose served paths
+// (<users_api>/users/… and the login at <users_api>/login and
+// <users_api>/login/) meet neither prefix, nor account_api, nor a public
+// pattern. It is checked as written, since the mount is matched exactly.
+func (h *Handler) validateUsersAPI(prefix string) error {
+	u := h.UsersAPI
+	if !gatepath.Canonical(u) || strings.ContainsAny(u, "%*{}") || u == "/" || strings.HasSuffix(u, "/") {
+		return fmt.Errorf("authgate: users_api: %q must be a path like /api, without a trailing slash", u)
+	}
+	users, login := u+"/users", u+"/login"
+	for _, other := range []struct{ directive, path string }{
+		{"prefix", strings.TrimSuffix(prefix, "/")},
+		{"account_api", strings.TrimSuffix(h.AccountAPI, "/")},
+	} {
+		if other.path != "" && (under(users, other.path) || under(other.path, users) || under(login, other.path)) {
+			return fmt.Errorf("authgate: users_api: %q serves %s/… and %s, which meet %s %q", u, users, login, other.directive, other.path)
+		}
+	}
+	public, err := publicPatterns(h.Public)
+	if err != nil {
+		return err
+	}
+	samples := []string{users + "/", users + "/x", login, login + "/"}
+	for _, name := range usersapi.Names() {
+		samples = append(samples, users+"/"+name)
+	}
+	for _, p := range samples {
+		if public.Match(p) {
+			return fmt.Errorf("authgate: users_api: %q serves %s, which a public pattern opens to the app without a session", u, p)
+		}
+	}
+	return nil
 }
 
 // publicPatterns compiles the public patterns, with {env.*} resolved.
@@ -201,10 +248,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		if svc == nil {
 			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
 		}
-		if name, ok := strings.CutPrefix(path, h.Prefix+"/users/"); ok {
-			api := *h.users
-			api.Service = svc
-			api.Serve(w, r, name)
+		if name, ok := strings.CutPrefix(path, h.Prefix+"/users/"); ok && h.UsersAPI == "" {
+			h.serveUsers(w, r, svc, name)
+			return nil
+		}
+		if h.UsersAPI == "" && h.apiLogin(r, strings.TrimPrefix(path, h.Prefix)) {
+			h.serveUsers(w, r, svc, "login")
 			return nil
 		}
 		pg := *h.pages
@@ -223,6 +272,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		api.Serve(w, r, strings.TrimPrefix(path, h.AccountAPI))
 		return nil
 	}
+	if name, ok := h.usersMount(raw, path); ok {
+		if svc == nil {
+			return caddyhttp.Error(http.StatusServiceUnavailable, errNotStarted)
+		}
+		h.serveUsers(w, r, svc, name)
+		return nil
+	}
 
 	// While the gate serves, password hashing leaves it a P of its own.
 	password.GateActive()
@@ -235,6 +291,47 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 }
 
 var errNotStarted = errors.New("authgate is starting")
+
+func (h *Handler) serveUsers(w http.ResponseWriter, r *http.Request, svc *auth.Service, name string) {
+	api := *h.users
+	api.Service = svc
+	api.Serve(w, r, name)
+}
+
+// usersMount reports whether the users_api mount serves the request, and
+// the endpoint's name: <users_api>/users/<name>, and the login at
+// <users_api>/login and <users_api>/login/ (whatever the method: those
+// paths are the login's, not the app's). The mount sits in the app's own
+// path space, so it answers a path only when every upstream reads it as one
+// of those too: a canonical path (see gatepath.Canonical), not merely a
+// structural one as under prefix (a fullwidth "．．" segment is ".." to an
+// upstream that applies NFKC), and with a name (an upstream that drops a
+// trailing slash reads <users_api>/users/ as <users_api>/users, which may
+// be the app's). Anything else is gated and passed on as it is.
+func (h *Handler) usersMount(raw, path string) (string, bool) {
+	rest, ok := strings.CutPrefix(raw, h.UsersAPI)
+	if h.UsersAPI == "" || !ok {
+		return "", false
+	}
+	if rest == "/login" || rest == "/login/" {
+		return "login", true
+	}
+	if len(rest) > len("/users/") && strings.HasPrefix(rest, "/users/") && gatepath.Canonical(raw) {
+		// A canonical path keeps its segments decoded, and the mount has
+		// no escapes: path starts the same.
+		return strings.TrimPrefix(path, h.UsersAPI+"/users/"), true
+	}
+	return "", false
+}
+
+// apiLogin tells whether a request for the page path (after prefix) is the
+// seed client's login rather than the login page's: POST {prefix}/login (or
+// /login/) with a JSON body, or from a client that does not ask for HTML.
+// A browser's form post gets the page, as it always has.
+func (h *Handler) apiLogin(r *http.Request, page string) bool {
+	return r.Method == http.MethodPost && (page == "/login" || page == "/login/") &&
+		(!web.AcceptsHTML(r) || web.JSONBody(r))
+}
 
 // gate passes the request upstream only with a live session: one Redis
 // round trip, no PostgreSQL.
@@ -276,8 +373,7 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 // deny sends a browser that navigates to the login page, with the way back,
 // and answers anything else (API calls, assets) 401 in the users API's form.
 func (h *Handler) deny(w http.ResponseWriter, r *http.Request) error {
-	if (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
-		strings.Contains(r.Header.Get("Accept"), "text/html") {
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && web.AcceptsHTML(r) {
 		h.app.metrics.Gate("redirected")
 		target := h.Prefix + "/login?redirect=" + url.QueryEscape(r.URL.RequestURI())
 		w.Header().Set("Cache-Control", "no-store")

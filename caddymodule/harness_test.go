@@ -38,6 +38,7 @@ type env struct {
 	pg       string
 	redisURL string
 	prefix   string
+	users    string // where the users dialect is: /auth, or users_api
 	mailDir  string
 	logFile  string
 	db       *sql.DB
@@ -59,6 +60,7 @@ type reached struct {
 type options struct {
 	global   string // extra lines in the authgate global block
 	site     string // extra lines in the site's authgate block
+	usersAPI string // users_api of the site, if any
 	postgres string // default: a fresh database on the shared server
 	redis    string // default: the shared server
 	smtp     string // an SMTP URL instead of the mail_dir mailer
@@ -79,7 +81,11 @@ type options struct {
 func newEnv(t testing.TB, opts options) *env {
 	t.Helper()
 	e := &env{t: t, pg: opts.postgres, redisURL: opts.redis, prefix: testenv.Prefix(t), apps: opts.apps,
-		reached: &reached{byUser: map[string]int{}}}
+		reached: &reached{byUser: map[string]int{}}, users: "/auth"}
+	if opts.usersAPI != "" {
+		e.users = opts.usersAPI
+		opts.site += "\n\t\tusers_api " + opts.usersAPI
+	}
 	if opts.address == "" {
 		opts.address = "http://127.0.0.1:%d"
 	}
@@ -306,9 +312,10 @@ func (e *env) try(ctx context.Context, c *http.Client, method, path string, body
 	return r, nil
 }
 
-// expect checks a users-API reply: status, success and data.message (for a
-// string message).
-func (e *env) expect(r reply, status int, success bool, message string) {
+// expect checks a users-API reply: status, success (true or false, or the
+// string "true" of a successful login) and data.message (for a string
+// message).
+func (e *env) expect(r reply, status int, success any, message string) {
 	e.t.Helper()
 	if r.status != status || r.success() != success {
 		e.t.Fatalf("got %d %s, want %d success=%v message=%s", r.status, r.body, status, success, message)
@@ -321,15 +328,15 @@ func (e *env) expect(r reply, status int, success bool, message string) {
 // register makes an account through the API.
 func (e *env) register(username, password, email string) {
 	e.t.Helper()
-	r := e.do(nil, "POST", "/auth/users/register", map[string]any{"username": username, "password": password, "email": email})
+	r := e.do(nil, "POST", e.users+"/users/register", map[string]any{"username": username, "password": password, "email": email})
 	e.expect(r, 200, true, "USER_INSERT_OK")
 }
 
 // login logs c in and returns the login reply.
 func (e *env) login(c *http.Client, username, password string) reply {
 	e.t.Helper()
-	r := e.do(c, "POST", "/auth/users/login", map[string]any{"username": username, "password": password})
-	e.expect(r, 200, true, "")
+	r := e.do(c, "POST", e.users+"/users/login", map[string]any{"username": username, "password": password})
+	e.expect(r, 200, "true", "")
 	return r
 }
 

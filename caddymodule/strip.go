@@ -1,11 +1,13 @@
 package caddymodule
 
 import (
+	"bytes"
 	"io"
 	"net/http"
 	"strings"
 
 	"github.com/authgate/authgate/caddymodule/sessions"
+	"github.com/authgate/authgate/caddymodule/web"
 )
 
 // What the upstream must never get from a client: identity headers it
@@ -100,21 +102,32 @@ func (b *trailerGuard) Read(p []byte) (int, error) {
 }
 
 // takeToken removes the session token from the request wherever it is,
-// and returns the one to authenticate with: a session Bearer header first,
-// else the session cookie. Whichever is used, the upstream gets neither:
-// every Authorization header whose Bearer value is shaped like a session
-// token goes, and every copy of the session cookie, on every Cookie line,
-// under every name an upstream could file as the same. Other cookies and
-// other Authorization headers (the app's own) stay as they were.
+// and returns the one to authenticate with: the first Authorization header
+// that holds a session (a Bearer session token, or with users_api set the
+// seed client's Basic userhash:ssid, see web.SessionBasic), else the
+// session cookie. Whichever is used, the upstream gets none of them: every
+// Authorization header whose Bearer value is shaped like a session token
+// goes, and every Basic one that holds such a token (basicHoldsToken), and
+// every copy of the session cookie, on every Cookie line, under every name
+// an upstream could file as the same, and every cookie whose value is a
+// session token, whatever its name (a client's own copy, such as the seed
+// client's "ssid"). Other cookies and other Authorization headers (the
+// app's own) stay as they were.
 func (h *Handler) takeToken(r *http.Request) string {
-	var bearer, cookie string
+	var header, cookie string
 	found := false // a cookie net/http reads as the session cookie, maybe empty
 	if vals := r.Header["Authorization"]; len(vals) > 0 {
 		kept := vals[:0]
 		for _, v := range vals {
 			if t, ok := sessionBearer(v); ok {
-				if bearer == "" {
-					bearer = t
+				if header == "" {
+					header = t
+				}
+				continue
+			}
+			if basicHoldsToken(v) {
+				if header == "" && h.UsersAPI != "" {
+					header, _ = web.SessionBasic(v)
 				}
 				continue
 			}
@@ -135,8 +148,8 @@ func (h *Handler) takeToken(r *http.Request) string {
 		}
 		setOrDelete(r.Header, "Cookie", kept)
 	}
-	if bearer != "" {
-		return bearer
+	if header != "" {
+		return header
 	}
 	return cookie
 }
@@ -156,16 +169,94 @@ func sessionBearer(v string) (string, bool) {
 		return "", false
 	}
 	t := strings.TrimSpace(v[7:])
-	_, ok := sessions.Userhash(t)
-	return t, ok
+	return t, sessions.Shaped(t)
+}
+
+// basicHoldsToken tells whether an Authorization value is Basic credentials
+// that hold a session token, as the seed client sends its session
+// (userhash:ssid), read as leniently as some upstream might read them: the
+// scheme in any case, any blanks after it, base64 in either alphabet
+// (or, as Python does, with the characters of neither skipped), padded or
+// not, and the token in any ":"-separated field, blanks around it trimmed.
+// It costs no allocation unless the credentials are long.
+func basicHoldsToken(v string) bool {
+	if len(v) < 6 || !strings.EqualFold(v[:5], "basic") || v[5] != ' ' && v[5] != '\t' {
+		return false
+	}
+	enc := v[6:]
+	if len(enc)*3/4 < sessions.TokenLen {
+		return false // too short to hold one
+	}
+	var stack [512]byte
+	buf := stack[:]
+	if n := len(enc)*3/4 + 3; n > len(buf) {
+		buf = make([]byte, n)
+	}
+	if holdsToken(buf[:lenientBase64(buf, enc, true)]) {
+		return true
+	}
+	// Standard base64 with "-" and "_" skipped, as Python's b64decode
+	// reads them, says something else only if there are some.
+	return strings.ContainsAny(enc, "-_") && holdsToken(buf[:lenientBase64(buf, enc, false)])
+}
+
+// lenientBase64 decodes s into dst, which must hold len(s)*3/4+3 bytes,
+// skipping every character outside the alphabet ("=" and blanks among
+// them): with urlToo, "-" and "_" are "+" and "/", else they are skipped.
+func lenientBase64(dst []byte, s string, urlToo bool) int {
+	var acc uint32
+	bits, n := 0, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		var x byte
+		switch {
+		case 'A' <= c && c <= 'Z':
+			x = c - 'A'
+		case 'a' <= c && c <= 'z':
+			x = c - 'a' + 26
+		case '0' <= c && c <= '9':
+			x = c - '0' + 52
+		case c == '+' || urlToo && c == '-':
+			x = 62
+		case c == '/' || urlToo && c == '_':
+			x = 63
+		default:
+			continue
+		}
+		acc = acc<<6 | uint32(x)
+		if bits += 6; bits >= 8 {
+			bits -= 8
+			dst[n] = byte(acc >> bits)
+			n++
+		}
+	}
+	return n
+}
+
+// holdsToken tells whether a field of the credentials, between colons and
+// with the blanks around it trimmed, is shaped like a session token.
+func holdsToken(creds []byte) bool {
+	for len(creds) > 0 {
+		field := creds
+		if i := bytes.IndexByte(creds, ':'); i >= 0 {
+			field, creds = creds[:i], creds[i+1:]
+		} else {
+			creds = nil
+		}
+		if sessions.Shaped(bytes.Trim(field, " \t")) {
+			return true
+		}
+	}
+	return false
 }
 
 // stripCookie removes the session cookie and the device cookie (in other
 // hands an allowance of password guesses) from one Cookie line: every pair
-// that some upstream files under either name (see readAs). It returns the
-// rest of the line ("" if nothing is left), the other pairs byte for byte,
-// and the value of the first cookie net/http reads as name (the one
-// r.Cookie, and so the pages and the users API, would read), if any.
+// that some upstream files under either name (see readAs), and every pair
+// whose value is a session token (see tokenValue). It returns the rest of
+// the line ("" if nothing is left), the other pairs byte for byte, and the
+// value of the first cookie net/http reads as name (the one r.Cookie, and
+// so the pages and the users API, would read), if any.
 func stripCookie(line, name, device string) (rest, value string, found bool) {
 	removed, kept := 0, 0
 	for s, more := line, true; more; {
@@ -178,6 +269,8 @@ func stripCookie(line, name, device string) (rest, value string, found bool) {
 			if !found {
 				value, found = goCookieValue(part, name)
 			}
+			removed++
+		case tokenValue(part):
 			removed++
 		default:
 			kept++
@@ -194,7 +287,7 @@ func stripCookie(line, name, device string) (rest, value string, found bool) {
 		var part string
 		part, s, more = strings.Cut(s, ";")
 		part = strings.Trim(part, " \t")
-		if part == "" || readAs(part, name) || readAs(part, device) {
+		if part == "" || readAs(part, name) || readAs(part, device) || tokenValue(part) {
 			continue
 		}
 		if b.Len() > 0 {
@@ -203,6 +296,35 @@ func stripCookie(line, name, device string) (rest, value string, found bool) {
 		b.WriteString(part)
 	}
 	return b.String(), value, found
+}
+
+// tokenValue tells whether the cookie pair part (or, for old Rack, one of
+// its comma-separated pairs) has a session token for its whole value, the
+// blanks around it (Latin-1 ones too, for Django) and a pair of quotes
+// removed, whatever its name: a client's own copy of its token, such as the
+// seed client's cookie "ssid", is no more the app's than the session
+// cookie. (A client set on showing the app its token can always put it in
+// a body; this keeps an ordinary client's copy from reaching the app.)
+func tokenValue(part string) bool {
+	if len(part) <= sessions.TokenLen {
+		return false // no room for name=token
+	}
+	for s, more := part, true; more; {
+		var pair string
+		pair, s, more = strings.Cut(s, ",")
+		_, v, ok := strings.Cut(pair, "=")
+		if !ok || len(v) < sessions.TokenLen {
+			continue
+		}
+		v = trimPythonSpace(v)
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		if sessions.Shaped(v) {
+			return true
+		}
+	}
+	return false
 }
 
 // goCookieValue is the value of the pair part if net/http reads it as the

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/base64"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -210,12 +211,111 @@ func cookieParts(line string) []string {
 	return parts
 }
 
+// cookieValues are the values readers find in a Cookie line: net/http's;
+// Django's (Latin-1 blanks stripped, then a pair of quotes); and old
+// Rack's, which splits pairs at commas too and skips the spaces before a
+// name. (Values are not url-decoded: the gate looks for a client's plain
+// copy of its token, not one hidden from it.)
+func cookieValues(line string) []string {
+	var vals []string
+	for _, c := range (&http.Request{Header: http.Header{"Cookie": {line}}}).Cookies() {
+		vals = append(vals, c.Value)
+	}
+	for chunk := range strings.SplitSeq(line, ";") {
+		if _, v, ok := strings.Cut(chunk, "="); ok {
+			v = strings.TrimFunc(latin1(v), func(r rune) bool {
+				return strings.ContainsRune(" \t\n\v\f\r\x1c\x1d\x1e\x1f\u0085\u00a0", r)
+			})
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			vals = append(vals, v)
+		}
+	}
+	for _, pair := range strings.FieldsFunc(line, func(r rune) bool { return r == ';' || r == ',' }) {
+		if _, v, ok := strings.Cut(strings.TrimLeft(pair, " "), "="); ok {
+			vals = append(vals, v)
+		}
+	}
+	return vals
+}
+
+// generousTokenValue is the widest of those readings, which the gate
+// applies to every pair: at commas too, blanks (Latin-1 too) around the
+// value and a pair of quotes removed. The gate removes no pair whose
+// value is a token by no reading of it.
+func generousTokenValue(part string) bool {
+	for pair := range strings.SplitSeq(part, ",") {
+		if _, v, ok := strings.Cut(pair, "="); ok {
+			v = strings.TrimFunc(latin1(v), func(r rune) bool {
+				return r == ' ' || '\t' <= r && r <= '\r' || 0x1c <= r && r <= 0x1f || r == 0x85 || r == 0xa0
+			})
+			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+				v = v[1 : len(v)-1]
+			}
+			if _, ok := sessions.Userhash(v); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// basicTokens tells whether some upstream finds a session token in an
+// Authorization value read as Basic credentials: the scheme in any case and
+// blanks after it, and the credentials decoded as Python's b64decode does
+// (characters outside the standard alphabet skipped) or as Node's Buffer
+// does (both alphabets, the rest skipped), padded or not, the token in any
+// field between colons, blanks around it trimmed.
+func basicTokens(v string) bool {
+	if len(v) < 6 || !strings.EqualFold(v[:5], "basic") || v[5] != ' ' && v[5] != '\t' {
+		return false
+	}
+	for _, alphabet := range []func(rune) rune{
+		func(r rune) rune { // Python
+			if 'A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '+' || r == '/' {
+				return r
+			}
+			return -1
+		},
+		func(r rune) rune { // Node
+			switch {
+			case r == '-':
+				return '+'
+			case r == '_':
+				return '/'
+			case 'A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '+' || r == '/':
+				return r
+			}
+			return -1
+		},
+	} {
+		enc := strings.Map(alphabet, v[6:])
+		if len(enc)%4 == 1 {
+			enc = enc[:len(enc)-1] // six bits make no byte
+		}
+		creds, err := base64.RawStdEncoding.DecodeString(enc)
+		if err != nil {
+			panic(err) // the alphabet and length are right
+		}
+		for field := range strings.SplitSeq(string(creds), ":") {
+			if _, ok := sessions.Userhash(strings.Trim(field, " \t")); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // FuzzTakeToken: whatever the Cookie and Authorization lines, takeToken
 // never panics; no reader above finds the session or device cookie in the
-// lines it leaves, and every other pair survives byte for byte, in order;
-// every session-shaped Bearer header goes and every other Authorization
-// header stays; and the token it returns is the one the pages and the
-// users API read from the same request (web.Cookie.Token).
+// lines it leaves, nor a session token as a value (cookieValues), and
+// every other pair survives byte for byte, in order; every session-shaped
+// Bearer header goes, and every Basic one in which some upstream finds a
+// session token (basicTokens), and every other Authorization header stays;
+// and the token it returns is the one the pages and the users API read from
+// the same request (web.Cookie.Token; with users_api set, the seed client's
+// Basic pair first, as the users API reads it).
 func FuzzTakeToken(f *testing.F) {
 	const tok = "0123456789abcdef0123456789abcdef.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
 	const tok2 = "fedcba9876543210fedcba9876543210.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
@@ -244,10 +344,25 @@ func FuzzTakeToken(f *testing.F) {
 		{"", "", "Bearer\t" + tok, "Bearer " + tok + " ", 0},
 		{";;; ; =; =x; x", " ; ", "Bearer", "bearer ", 0},
 	} {
-		f.Add(seed.cookie1, seed.cookie2, seed.auth1, seed.auth2, seed.name)
+		f.Add(seed.cookie1, seed.cookie2, seed.auth1, seed.auth2, seed.name, false)
+	}
+	// The seed client: Basic userhash:ssid, and its own cookies.
+	pair := base64.StdEncoding.EncodeToString([]byte(tok[:32] + ":" + tok))
+	for _, seed := range []struct {
+		cookie1, cookie2, auth1, auth2 string
+		usersAPI                       bool
+	}{
+		{"userhash=" + tok[:32] + "; ssid=" + tok, "", "Basic " + pair, "", true},
+		{"authgate_session=" + tok2, "", "Basic " + pair, "", false},
+		{"authgate_session=" + tok2, "", "Basic dXNlcjpwYXNz", "basic " + pair, true},
+		{"", "", "Basic " + base64.StdEncoding.EncodeToString([]byte(tok2[:32]+":"+tok)), "Bearer " + tok2, true},
+		{"", "", "basic\t" + base64.RawURLEncoding.EncodeToString([]byte("?>?:"+tok)), "Basic !" + pair[:40] + "!" + pair[40:], true},
+		{`a="` + tok + `"; b=` + tok2 + "\xa0", "c=1, d=" + tok + "; e=" + tok + "x; " + tok + "=1", "", "", false},
+	} {
+		f.Add(seed.cookie1, seed.cookie2, seed.auth1, seed.auth2, uint8(0), seed.usersAPI)
 	}
 	names := []string{"authgate_session", "my.session", "a.b.c", "SID"}
-	f.Fuzz(func(t *testing.T, cookie1, cookie2, auth1, auth2 string, nameIdx uint8) {
+	f.Fuzz(func(t *testing.T, cookie1, cookie2, auth1, auth2 string, nameIdx uint8, usersAPI bool) {
 		name := names[int(nameIdx)%len(names)]
 		device := web.Cookie{Name: name}.Device().Name
 		header := http.Header{}
@@ -262,6 +377,9 @@ func FuzzTakeToken(f *testing.F) {
 		}
 		orig := header.Clone()
 		h := &Handler{cookie: web.Cookie{Name: name}, device: device}
+		if usersAPI {
+			h.UsersAPI = "/api"
+		}
 		r := &http.Request{Header: header}
 		got := h.takeToken(r)
 
@@ -271,7 +389,7 @@ func FuzzTakeToken(f *testing.F) {
 			for _, part := range cookieParts(line) {
 				_, isSession := readsAs(part, name)
 				_, isDevice := readsAs(part, device)
-				if !isSession && !isDevice {
+				if !isSession && !isDevice && !generousTokenValue(part) {
 					kept = append(kept, part)
 				}
 			}
@@ -281,6 +399,11 @@ func FuzzTakeToken(f *testing.F) {
 			for _, ck := range []string{name, device} {
 				if reader, ok := readsAs(line, ck); ok {
 					t.Fatalf("%s reads %s in the stripped %q (from %q)", reader, ck, line, orig["Cookie"])
+				}
+			}
+			for _, v := range cookieValues(line) {
+				if _, ok := sessions.Userhash(v); ok {
+					t.Fatalf("a session token is left as the value %q in %q (from %q)", v, line, orig["Cookie"])
 				}
 			}
 			if slices.Contains(orig["Cookie"], line) {
@@ -302,10 +425,16 @@ func FuzzTakeToken(f *testing.F) {
 
 		// The Authorization headers.
 		var wantAuth []string
-		bearer := ""
+		bearer := "" // the first session in a header: Bearer, or Basic with users_api
 		for _, v := range orig["Authorization"] {
 			if tk, ok := sessionBearer(v); ok {
 				if bearer == "" {
+					bearer = tk
+				}
+				continue
+			}
+			if basicTokens(v) {
+				if tk, ok := web.SessionBasic(v); ok && usersAPI && bearer == "" {
 					bearer = tk
 				}
 				continue
@@ -326,8 +455,8 @@ func FuzzTakeToken(f *testing.F) {
 			}
 		}
 
-		// The token: a session Bearer first, else the cookie the other
-		// front doors read.
+		// The token: a session in a header first, else the cookie the
+		// other front doors read.
 		want := bearer
 		if want == "" {
 			if ck, err := (&http.Request{Header: orig}).Cookie(name); err == nil {
@@ -338,9 +467,15 @@ func FuzzTakeToken(f *testing.F) {
 			t.Fatalf("takeToken = %q, want %q (Cookie %q, Authorization %q)", got, want, orig["Cookie"], orig["Authorization"])
 		}
 		// (Authorization is one header: the pages read the first line of
-		// several, the gate the first session Bearer of them.)
+		// several, the gate the first session Bearer of them. With
+		// users_api, a session the users API reads in a Basic first line,
+		// as the seed client sends it, is the gate's too.)
 		front, fromHeader := (web.Cookie{Name: name}).Token(&http.Request{Header: orig})
-		if len(orig["Authorization"]) <= 1 && (fromHeader && bearer != "" || !fromHeader) && front != got {
+		if seed, ok := web.SessionBasic(orig.Get("Authorization")); ok && usersAPI {
+			if len(orig["Authorization"]) <= 1 && seed != got {
+				t.Fatalf("the gate reads %q, the users API %q", got, seed)
+			}
+		} else if len(orig["Authorization"]) <= 1 && (fromHeader && bearer != "" || !fromHeader) && front != got {
 			t.Fatalf("the gate reads %q, the pages %q (Cookie %q)", got, front, orig["Cookie"])
 		}
 	})

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"encoding/base64"
 	"io"
 	"net/http"
 	"reflect"
@@ -36,6 +37,11 @@ func TestStripIdentity(t *testing.T) {
 // stripper is a gate with the session cookie named cookie.
 func stripper(cookie string) *Handler {
 	return &Handler{cookie: web.Cookie{Name: cookie}, device: web.Cookie{Name: cookie}.Device().Name}
+}
+
+// seedBasic is the seed client's Authorization header for its session tok.
+func seedBasic(tok string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(tok[:32]+":"+tok))
 }
 
 func TestTakeToken(t *testing.T) {
@@ -103,6 +109,65 @@ func TestTakeToken(t *testing.T) {
 	}
 }
 
+// The seed client's session, which it keeps in cookies of its own and
+// sends as Basic userhash:ssid, never reaches the upstream; the gate takes
+// the Basic form only with users_api set.
+func TestTakeTokenSeedClient(t *testing.T) {
+	const tok = "0123456789abcdef0123456789abcdef.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
+	const tok2 = "fedcba9876543210fedcba9876543210.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
+	b64 := base64.StdEncoding.EncodeToString
+	for _, tc := range []struct {
+		name     string
+		in, want http.Header
+		token    string
+		usersAPI bool // users_api is set
+	}{
+		// The seed client's Basic userhash:ssid.
+		{"the seed client's Basic, with users_api", http.Header{"Authorization": {seedBasic(tok)}, "Cookie": {"theme=dark"}},
+			http.Header{"Cookie": {"theme=dark"}}, tok, true},
+		{"the seed client's Basic before the cookie", http.Header{"Authorization": {seedBasic(tok)}, "Cookie": {"authgate_session=" + tok2}},
+			http.Header{}, tok, true},
+		{"a session Bearer before the Basic", http.Header{"Authorization": {"Bearer " + tok2, seedBasic(tok)}},
+			http.Header{}, tok2, true},
+		{"without users_api the Basic goes but does not count", http.Header{"Authorization": {seedBasic(tok)}, "Cookie": {"authgate_session=" + tok2}},
+			http.Header{}, tok2, false},
+		{"Basic of another userhash goes but does not count", http.Header{"Authorization": {"Basic " + b64([]byte(tok2[:32]+":"+tok))}},
+			http.Header{}, "", true},
+		{"Basic spelt as other readers read it goes", http.Header{"Authorization": {
+			"basic " + base64.RawStdEncoding.EncodeToString([]byte(tok[:32]+":"+tok)),
+			"BASIC\t\t" + base64.URLEncoding.EncodeToString([]byte("x?>:"+tok)),
+			"Basic " + b64([]byte(tok+":password")),
+			"Basic " + b64([]byte("user: "+tok+"\t:more")),
+			"Basic " + strings.Join(strings.SplitAfter(b64([]byte("u:"+tok)), "A"), "!"),
+			"Basic dXNlcjpwYXNz"}},
+			http.Header{"Authorization": {"Basic dXNlcjpwYXNz"}}, "", true},
+		{"the app's Basic stays", http.Header{"Authorization": {"Basic " + b64([]byte(tok[:32]+":"+tok[:75])), "Basic " + b64([]byte("u:"+tok+"x"))}},
+			http.Header{"Authorization": {"Basic " + b64([]byte(tok[:32]+":"+tok[:75])), "Basic " + b64([]byte("u:"+tok+"x"))}}, "", true},
+
+		// A session token as the value of another cookie.
+		{"the seed client's own cookies", http.Header{"Cookie": {"userhash=" + tok[:32] + "; ssid=" + tok + "; theme=dark"}},
+			http.Header{"Cookie": {"userhash=" + tok[:32] + "; theme=dark"}}, "", false},
+		{"a token value in any spelling", http.Header{"Cookie": {`a="` + tok + `"; b=` + tok2 + "\xa0; c=1, d=" + tok, "e=" + tok}},
+			http.Header{}, "", false},
+		{"values that only look alike stay", http.Header{"Cookie": {"a=" + tok + "x; b=s%3A" + tok + "; c=" + tok[:75] + "; " + tok + "=1"}},
+			http.Header{"Cookie": {"a=" + tok + "x; b=s%3A" + tok + "; c=" + tok[:75] + "; " + tok + "=1"}}, "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := stripper("authgate_session")
+			if tc.usersAPI {
+				h.UsersAPI = "/api"
+			}
+			r := &http.Request{Header: tc.in}
+			if got := h.takeToken(r); got != tc.token {
+				t.Errorf("token %q, want %q", got, tc.token)
+			}
+			if !reflect.DeepEqual(r.Header, tc.want) {
+				t.Errorf("left %q, want %q", r.Header, tc.want)
+			}
+		})
+	}
+}
+
 // The common requests cost no allocation to strip.
 func TestTakeTokenAllocations(t *testing.T) {
 	const tok = "0123456789abcdef0123456789abcdef.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
@@ -116,6 +181,9 @@ func TestTakeTokenAllocations(t *testing.T) {
 		{"bearer", http.Header{"Authorization": {"Bearer " + tok}}},
 		{"others", http.Header{"Cookie": {"a=1; b=2"}, "Authorization": {"Basic eDp5"}, "Remote-User": {"x"}}},
 		{"others with escapes, brackets and commas", http.Header{"Cookie": {"a%20b=1; c+d=2; e[f]=3; g=4, h=5"}}},
+		{"the seed client's Basic, not used", http.Header{"Authorization": {seedBasic(tok)}, "Cookie": {"authgate_session=" + tok}}},
+		{"long Basic credentials", http.Header{"Authorization": {"Basic " + strings.Repeat("QUFB", 100)}}},
+		{"the app's cookie values", http.Header{"Cookie": {"sid=" + strings.Repeat("a", 80) + "; jwt=" + strings.Repeat("b.", 60)}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := testing.AllocsPerRun(100, func() {

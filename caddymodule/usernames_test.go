@@ -73,7 +73,7 @@ func TestUsernamesAreCanonical(t *testing.T) {
 	}
 	c := e.client()
 	r = e.do(c, "POST", "/auth/login", formBody("username", "Élodie", "password", "elodie-secret-words"),
-		"Content-Type", "application/x-www-form-urlencoded")
+		"Content-Type", "application/x-www-form-urlencoded", "Accept", "text/html")
 	if r.status != 303 {
 		t.Fatalf("login page: %d %s", r.status, r.body)
 	}

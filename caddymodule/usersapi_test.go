@@ -53,7 +53,7 @@ func TestUsersLogin(t *testing.T) {
 	// Usernames ignore case; form bodies work like JSON.
 	r = e.do(nil, "POST", "/auth/users/login", formBody("username", "ALICE", "password", "correct horse"),
 		"Content-Type", "application/x-www-form-urlencoded")
-	e.expect(r, 200, true, "")
+	e.expect(r, 200, "true", "")
 	if got := e.rdb.Keys(t.Context(), e.prefix+":*:session:*").Val(); len(got) != 3 {
 		t.Fatalf("want 3 sessions, got %d", len(got))
 	}

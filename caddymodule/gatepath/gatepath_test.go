@@ -226,3 +226,24 @@ func TestStructural(t *testing.T) {
 		})
 	}
 }
+
+// The mount's own paths are the mount's to every upstream: the list says
+// the gate may answer only what no upstream reads as a path of the app's.
+func TestUsersMountCases(t *testing.T) {
+	for _, tc := range gatepathtest.UsersMountCases {
+		if !tc.Ours {
+			continue
+		}
+		t.Run(tc.Target, func(t *testing.T) {
+			readings := gatepathtest.Readings(tc.Target)
+			if len(readings) == 0 {
+				t.Fatal("Go refuses it")
+			}
+			for _, p := range readings {
+				if !gatepathtest.InUsersMount(p) {
+					t.Errorf("an upstream reads %q, outside the mount", p)
+				}
+			}
+		})
+	}
+}

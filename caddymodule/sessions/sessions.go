@@ -104,6 +104,8 @@ const (
 	secretLen   = 43 // base64url of 32 bytes, unpadded
 	// TokenLen is the length of every token this package makes.
 	TokenLen = userhashLen + 1 + secretLen
+	// UserhashLen is the length of the userhash a token starts with.
+	UserhashLen = userhashLen
 )
 
 // createScript stores the record, indexes it, drops index entries whose
@@ -322,21 +324,28 @@ func (s *Store) indexKey(userhash string) string {
 	return s.cfg.Prefix + ":{" + userhash + "}:sessions"
 }
 
+// Shaped tells whether token, text or bytes, is shaped like a session
+// token: what the gate keeps from the upstream, wherever it finds one.
+func Shaped[S ~string | ~[]byte](token S) bool {
+	_, _, ok := split(token)
+	return ok
+}
+
 // split checks the token's shape before it gets near a Redis key, so that a
 // hostile cookie cannot address other keys.
-func split(token string) (userhash, secret string, ok bool) {
+func split[S ~string | ~[]byte](token S) (userhash, secret S, ok bool) {
 	if len(token) != TokenLen || token[userhashLen] != '.' {
-		return "", "", false
+		return userhash, secret, false
 	}
 	userhash, secret = token[:userhashLen], token[userhashLen+1:]
 	for i := 0; i < len(userhash); i++ {
 		if c := userhash[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
-			return "", "", false
+			return userhash[:0], secret[:0], false
 		}
 	}
 	for i := 0; i < len(secret); i++ {
 		if c := secret[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || c == '-' || c == '_') {
-			return "", "", false
+			return userhash[:0], secret[:0], false
 		}
 	}
 	return userhash, secret, true

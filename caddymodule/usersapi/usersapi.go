@@ -5,12 +5,16 @@
 //	{"success": false, "data": {"message": "CODE"}}
 //
 // Existing front-ends read success and data.message, so the codes and
-// statuses here are a contract (SPEC.md, "The users API").
+// statuses here are a contract (SPEC.md, "The users API"). One exception to
+// the envelope is kept from the seed's own server: a successful login
+// answers "success": "true", a string, which its client tests with
+// === "true".
 package usersapi
 
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -81,6 +85,9 @@ var endpoints = map[string]endpoint{
 	"settings/registrationstatus": {"GET", (*API).registrationStatus, false},
 }
 
+// Names lists the endpoints' names, sorted.
+func Names() []string { return slices.Sorted(maps.Keys(endpoints)) }
+
 // Serve answers the endpoint name (the path after "users/").
 func (a *API) Serve(w http.ResponseWriter, r *http.Request, name string) {
 	ep, ok := endpoints[strings.TrimSuffix(name, "/")]
@@ -136,7 +143,10 @@ func (a *API) login(w http.ResponseWriter, r *http.Request, p web.Params) {
 		a.fail(w, r, err)
 	default:
 		a.Cookie.LoggedIn(w, r, a.Service, u, token, sess)
-		Succeed(w, map[string]any{"userhash": u.Userhash, "ssid": token})
+		// The string, not true: the seed's client accepts a login only if
+		// success === "true". A failure stays the boolean false, which no
+		// truthiness test takes for a success.
+		reply(w, http.StatusOK, "true", map[string]any{"userhash": u.Userhash, "ssid": token})
 	}
 }
 
@@ -238,11 +248,8 @@ func (a *API) registrationStatus(w http.ResponseWriter, _ *http.Request, _ web.P
 // Basic base64(userhash:ssid), or the cookie.
 func (a *API) token(r *http.Request) string {
 	if web.HasBasic(r) {
-		userhash, ssid, ok := web.BasicCredentials(r)
-		if h, valid := sessions.Userhash(ssid); ok && valid && h == userhash {
-			return ssid
-		}
-		return ""
+		token, _ := web.SessionBasic(r.Header.Get("Authorization"))
+		return token
 	}
 	token, _ := a.Cookie.Token(r)
 	return token
@@ -288,6 +295,8 @@ func Succeed(w http.ResponseWriter, message any) { reply(w, http.StatusOK, true,
 // Fail writes a failure envelope with the given status.
 func Fail(w http.ResponseWriter, status int, code string) { reply(w, status, false, code) }
 
-func reply(w http.ResponseWriter, status int, success bool, message any) {
+// reply writes the envelope; success is a bool, or the string "true" of a
+// login.
+func reply(w http.ResponseWriter, status int, success any, message any) {
 	web.WriteJSON(w, status, map[string]any{"success": success, "data": map[string]any{"message": message}})
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/username"
 )
 
@@ -215,7 +216,9 @@ func jsonObject(obj map[string]string) string {
 // panics; Bearer and Basic are told by their scheme alone, in any case; a
 // Bearer token has no blanks around it; Basic credentials come only from a
 // Basic header of at most 8 KiB, as the user and password base64 holds; and
-// the session token is the Bearer one, else the cookie's.
+// the session token is the Bearer one, else the cookie's; and SessionBasic
+// accepts exactly the Basic credentials net/http reads as userhash and a
+// session token of that userhash.
 func FuzzAuthorization(f *testing.F) {
 	for _, seed := range []string{
 		"Bearer 0123456789abcdef0123456789abcdef.abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ",
@@ -223,6 +226,8 @@ func FuzzAuthorization(f *testing.F) {
 		"Basic dXNlcjpwYXNz", "basic dXNlcjpwYXNz", "BASIC dXNlcjpw:YXNz", "Basic dXNlcg==", "Basic OnBhc3M=",
 		"Basic AHVzZXIAOnAAYXNz", "Basic !!!", "Basic", "Basic ", "Digest username=\"x\"", "",
 		"Basic " + strings.Repeat("QUFB", 3000),
+		"Basic MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY6MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYuYWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXpBQkNERUZHSElKS0xNTk9QUQ==",
+		"Basic MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY6MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWYuYWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXpBQkNERUZHSElKS0xNTk9QUQ",
 	} {
 		f.Add(seed, "s=cookie")
 	}
@@ -243,6 +248,11 @@ func FuzzAuthorization(f *testing.F) {
 		hasBasic := HasBasic(r)
 		if hasBasic != (len(authorization) >= 6 && strings.EqualFold(authorization[:6], "basic ")) {
 			t.Fatalf("%q: HasBasic %v", authorization, hasBasic)
+		}
+		session, isSession := SessionBasic(r.Header.Get("Authorization"))
+		h, shaped := sessions.Userhash(pass)
+		if want := ok && shaped && h == user; isSession != want || isSession && session != pass {
+			t.Fatalf("%q: SessionBasic %q, %v; net/http reads %q, %q", authorization, session, isSession, user, pass)
 		}
 		if ok {
 			decoded, err := base64.StdEncoding.DecodeString(authorization[6:])

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -295,6 +296,115 @@ func TestBasicCredentials(t *testing.T) {
 			user, pass, ok := BasicCredentials(r)
 			if ok != tc.ok || user != tc.user || pass != tc.pass {
 				t.Fatalf("BasicCredentials = %q, %q, %v; want %q, %q, %v", user, pass, ok, tc.user, tc.pass, tc.ok)
+			}
+		})
+	}
+}
+
+func TestSessionBasic(t *testing.T) {
+	t.Parallel()
+	const userhash = "0123456789abcdef0123456789abcdef"
+	const tok = userhash + ".abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
+	pair := base64.StdEncoding.EncodeToString([]byte(userhash + ":" + tok))
+	for _, tc := range []struct {
+		name, authorization string
+		ok                  bool
+	}{
+		{"the seed client's pair", "Basic " + pair, true},
+		{"the scheme in any case", "bASIC " + pair, true},
+		{"another userhash", basic(strings.Repeat("f", 32), tok), false},
+		{"the userhash in upper case", basic(strings.ToUpper(userhash), tok), false},
+		{"no userhash", basic("", tok), false},
+		{"the token alone", "Basic " + base64.StdEncoding.EncodeToString([]byte(tok)), false},
+		{"a token of another shape", basic(userhash, tok[:75]+"!"), false},
+		{"a longer token", basic(userhash, tok+"x"), false},
+		{"unpadded base64", "Basic " + base64.RawStdEncoding.EncodeToString([]byte(userhash+":"+tok)), false},
+		{"url-safe base64", "Basic " + strings.NewReplacer("+", "-", "/", "_").Replace(base64.StdEncoding.EncodeToString([]byte(userhash+":"+tok+"?"))), false},
+		{"two blanks after the scheme", "Basic  " + pair[:len(pair)-1], false},
+		{"padding inside", "Basic " + pair[:100] + "==" + pair[102:], false},
+		{"Bearer", "Bearer " + tok, false},
+		{"ordinary credentials", basic("ann", "pw"), false},
+		{"empty", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got, ok := SessionBasic(tc.authorization)
+			if ok != tc.ok || ok && got != tok || !ok && got != "" {
+				t.Fatalf("SessionBasic(%q) = %q, %v; want ok %v", tc.authorization, got, ok, tc.ok)
+			}
+		})
+	}
+}
+
+// What is not a session costs nothing; a session costs its token.
+func TestSessionBasicAllocations(t *testing.T) {
+	const userhash = "0123456789abcdef0123456789abcdef"
+	const tok = userhash + ".abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
+	pair := base64.StdEncoding.EncodeToString([]byte(userhash + ":" + tok))
+	for v, want := range map[string]float64{basic("ann", "pw"): 0, basic(strings.Repeat("f", 32), tok): 1, "Basic " + pair: 1} {
+		if n := testing.AllocsPerRun(100, func() { SessionBasic(v) }); n != want {
+			t.Errorf("SessionBasic(%q): %.0f allocations, want %.0f", v, n, want)
+		}
+	}
+}
+
+func TestJSONBody(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, body, contentType string
+		json                    bool
+	}{
+		{"an object", `{"username":"ann"}`, "", true},
+		{"an object labelled as a form", ` {"username":"ann"}`, "application/x-www-form-urlencoded", true},
+		{"an array after blanks", "\r\n\t [1]", "text/plain", true},
+		{"a form", "username=ann&password=pw", "application/x-www-form-urlencoded", false},
+		{"a form labelled as JSON", "username=ann", "application/json", true},
+		{"a form labelled as problem JSON", "username=ann", "application/problem+json; charset=utf-8", true},
+		{"malformed JSON", `{"username":`, "", true},
+		{"empty", "", "application/x-www-form-urlencoded", false},
+		{"blank", "   ", "", false},
+		{"oversized", strings.Repeat(" ", MaxBody+10) + "{}", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := httptest.NewRequest("POST", "/auth/login", strings.NewReader(tc.body))
+			if tc.body == "" {
+				r = httptest.NewRequest("POST", "/auth/login", nil)
+			}
+			if tc.contentType != "" {
+				r.Header.Set("Content-Type", tc.contentType)
+			}
+			if got := JSONBody(r); got != tc.json {
+				t.Errorf("JSONBody = %v, want %v", got, tc.json)
+			}
+			// The body is all there for whoever reads it next.
+			rest, err := io.ReadAll(r.Body)
+			if err != nil || string(rest) != tc.body {
+				t.Fatalf("after JSONBody the body reads %d bytes (%v), want %d", len(rest), err, len(tc.body))
+			}
+		})
+	}
+}
+
+func TestAcceptsHTML(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, accept string
+		html         bool
+	}{
+		{"a browser's navigation", "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", true},
+		{"fetch", "*/*", false},
+		{"axios", "application/json, text/plain, */*", false},
+		{"none", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := httptest.NewRequest("POST", "/auth/login", nil)
+			if tc.accept != "" {
+				r.Header.Set("Accept", tc.accept)
+			}
+			if got := AcceptsHTML(r); got != tc.html {
+				t.Errorf("AcceptsHTML(%q) = %v, want %v", tc.accept, got, tc.html)
 			}
 		})
 	}

@@ -5,6 +5,7 @@ package web
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -147,6 +148,49 @@ func BasicCredentials(r *http.Request) (user, pass string, ok bool) {
 	return r.BasicAuth()
 }
 
+// The seed client's pair userhash:ssid, and its length in base64 with the
+// padding.
+const (
+	sessionPairLen  = sessions.UserhashLen + 1 + sessions.TokenLen
+	sessionBasicLen = (sessionPairLen + 2) / 3 * 4
+)
+
+// SessionBasic reads one Authorization value in the seed client's form,
+// "Basic base64(userhash:ssid)", exactly as net/http reads Basic
+// credentials, and returns ssid when it is shaped like a session token of
+// that same userhash (which the token begins with). The gate and the users
+// API accept a session in this form by this rule alone. It costs no
+// allocation.
+func SessionBasic(v string) (string, bool) {
+	const scheme = "Basic "
+	if len(v) != len(scheme)+sessionBasicLen || !strings.EqualFold(v[:len(scheme)], scheme) ||
+		strings.IndexByte(v[:len(v)-4], '=') >= 0 {
+		return "", false
+	}
+	// Decoded a quantum at a time into arrays on the stack: with padding in
+	// the last quantum only, the result is that of decoding the whole.
+	var out [sessionBasicLen / 4 * 3]byte
+	n := 0
+	for i := len(scheme); i < len(v); i += 4 {
+		var in [4]byte
+		copy(in[:], v[i:i+4])
+		m, err := base64.StdEncoding.Decode(out[n:], in[:])
+		if err != nil {
+			return "", false
+		}
+		n += m
+	}
+	const colon = sessions.UserhashLen
+	if n != sessionPairLen || out[colon] != ':' {
+		return "", false
+	}
+	ssid := string(out[colon+1 : n])
+	if h, valid := sessions.Userhash(ssid); !valid || h != string(out[:colon]) {
+		return "", false
+	}
+	return ssid, true
+}
+
 // HasBasic tells whether the request carries Basic credentials at all.
 func HasBasic(r *http.Request) bool {
 	h := r.Header.Get("Authorization")
@@ -218,7 +262,7 @@ func ReadParams(w http.ResponseWriter, r *http.Request) (Params, error) {
 	if len(trimmed) == 0 {
 		return p, badBytes(bad)
 	}
-	if trimmed[0] == '{' || trimmed[0] == '[' || isJSONType(r) {
+	if jsonBody(r, trimmed) {
 		jsonBad, err := p.fromJSON(trimmed)
 		if err != nil {
 			return p, err
@@ -349,6 +393,43 @@ func escapedUnit(body []byte, i int) (rune, bool) {
 	}
 	v, err := strconv.ParseUint(string(body[i+1:i+5]), 16, 16)
 	return rune(v), err == nil
+}
+
+// jsonBody is the one rule for which bodies are JSON: a JSON Content-Type,
+// or a body (trimmed, not empty) that opens an object or an array.
+func jsonBody(r *http.Request, trimmed []byte) bool {
+	return trimmed[0] == '{' || trimmed[0] == '[' || isJSONType(r)
+}
+
+// JSONBody tells whether ReadParams will read r's body as JSON, and leaves
+// the body to be read again from its start. It reads at most MaxBody+1
+// bytes of it; a longer body is refused by ReadParams anyway.
+func JSONBody(r *http.Request) bool {
+	if isJSONType(r) {
+		return true
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		return false
+	}
+	head, _ := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	// A read error comes again from the rest of the body, where it was.
+	r.Body = replayBody{Reader: io.MultiReader(bytes.NewReader(head), r.Body), Closer: r.Body}
+	trimmed := bytes.TrimSpace(head)
+	return len(trimmed) > 0 && jsonBody(r, trimmed)
+}
+
+type replayBody struct {
+	io.Reader
+	io.Closer
+}
+
+// AcceptsHTML tells whether the request asks for a page: its Accept names
+// text/html, as browsers' navigations and form posts do, and fetch and API
+// clients (*/*, application/json) do not. The gate sends such a request
+// without a session to the login page, and the login path answers it with
+// the page rather than the users API's JSON.
+func AcceptsHTML(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
 func isJSONType(r *http.Request) bool {

@@ -51,14 +51,14 @@ func loginAs(ctx context.Context, site, username string) (*http.Cookie, error) {
 	}
 	defer resp.Body.Close()
 	var answer struct {
-		Success bool `json:"success"`
+		Success any `json:"success"` // "true", a string, as the seed's server answered
 		Data    struct {
 			Message struct {
 				SSID string `json:"ssid"`
 			} `json:"message"`
 		} `json:"data"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil || !answer.Success || answer.Data.Message.SSID == "" {
+	if err := json.NewDecoder(resp.Body).Decode(&answer); err != nil || answer.Success != "true" || answer.Data.Message.SSID == "" {
 		return nil, fmt.Errorf("login: status %d, %v", resp.StatusCode, err)
 	}
 	for _, c := range resp.Cookies() {

@@ -144,6 +144,7 @@ type gate struct {
 	t       *testing.T
 	base    string // http://127.0.0.1:port
 	prefix  string // of every Redis key
+	users   string // where the users dialect is: /auth, or the site's users_api
 	mailDir string
 	db      *sql.DB
 	rdb     *redis.Client
@@ -155,6 +156,7 @@ type gateOption func(*gateSetup)
 type gateSetup struct {
 	upstream http.Handler // default: the demo app
 	site     string       // the site's authgate block; default: public /healthz
+	usersAPI string       // users_api of the site, if any
 }
 
 // withUpstream puts h behind the gate instead of the demo app.
@@ -165,6 +167,12 @@ func withUpstream(h http.Handler) gateOption {
 // withSite sets the lines of the site's authgate block.
 func withSite(lines string) gateOption {
 	return func(s *gateSetup) { s.site = lines }
+}
+
+// withUsersAPI mounts the users dialect at path (users_api), where the
+// gate's helpers then call it.
+func withUsersAPI(path string) gateOption {
+	return func(s *gateSetup) { s.usersAPI = path }
 }
 
 // startGate starts the binary with a Caddyfile of its own, waits until it
@@ -178,7 +186,11 @@ func startGate(t *testing.T, opts ...gateOption) *gate {
 	bin := binary(t)
 	pg := testenv.PostgresURL(t) // first: its database is dropped last
 	redisURL := testenv.RedisURL(t)
-	g := &gate{t: t, prefix: testenv.Prefix(t)}
+	g := &gate{t: t, prefix: testenv.Prefix(t), users: "/auth"}
+	if setup.usersAPI != "" {
+		g.users = setup.usersAPI
+		setup.site += "\n\t\tusers_api " + setup.usersAPI
+	}
 	dir := t.TempDir()
 	g.mailDir = filepath.Join(dir, "mail")
 
@@ -253,7 +265,7 @@ http://127.0.0.1:%d {
 	client := &http.Client{Timeout: 10 * time.Second}
 	deadline := time.Now().Add(testenv.Patience)
 	for {
-		resp, err := client.Get(g.base + "/auth/users/settings/registrationstatus")
+		resp, err := client.Get(g.base + g.users + "/users/settings/registrationstatus")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -286,22 +298,27 @@ http://127.0.0.1:%d {
 	return g
 }
 
-// api posts a form to the users API and returns data.message.
+// api posts a form to the users API and returns data.message of its
+// success: "success" is true, or for a login the string "true".
 func (g *gate) api(endpoint string, form url.Values) json.RawMessage {
 	g.t.Helper()
-	resp, err := http.PostForm(g.base+"/auth/users/"+endpoint, form)
+	resp, err := http.PostForm(g.base+g.users+"/users/"+endpoint, form)
 	if err != nil {
 		g.t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	var env struct {
-		Success bool `json:"success"`
+		Success any `json:"success"`
 		Data    struct {
 			Message json.RawMessage `json:"message"`
 		} `json:"data"`
 	}
-	if err := json.Unmarshal(body, &env); err != nil || !env.Success || resp.StatusCode != http.StatusOK {
+	success := any(true)
+	if endpoint == "login" {
+		success = "true"
+	}
+	if err := json.Unmarshal(body, &env); err != nil || env.Success != success || resp.StatusCode != http.StatusOK {
 		g.t.Fatalf("users/%s: %s %s", endpoint, resp.Status, body)
 	}
 	return env.Data.Message

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net"
@@ -65,11 +66,12 @@ func (g *gate) send(request, body string) exchange {
 	return x
 }
 
-// startModelGate starts the gate with public /healthz /assets/* in front of
-// model m, and returns it with the session token of a user "hostile".
+// startModelGate starts the gate with public /healthz /assets/* and the
+// users dialect at /api (users_api) in front of model m, and returns it
+// with the session token of a user "hostile".
 func startModelGate(t *testing.T, m gatepathtest.Model) (*gate, string) {
 	g := startGate(t, withUpstream(gatepathtest.Handler(m)),
-		withSite("public "+strings.Join(gatepathtest.PublicPatterns, " ")))
+		withSite("public "+strings.Join(gatepathtest.PublicPatterns, " ")), withUsersAPI(gatepathtest.UsersMount))
 	g.register("hostile", "hostile-password", "hostile@example.com")
 	return g, g.login("hostile", "hostile-password")
 }
@@ -132,7 +134,41 @@ func TestHostilePaths(t *testing.T) {
 						tc.Target, x.report.URI, x.report.Header["Remote-User"], x.report.Header["Cookie"], want, user)
 				}
 			}
+			hostileMount(t, g, ssid)
 		})
+	}
+}
+
+// hostileMount sends every target of gatepathtest.UsersMountCases: the gate
+// answers a target itself (as the users dialect) exactly when the case says
+// so, and then every upstream reads it inside the mount; any other reaches
+// the upstream only with a session, as the client sent it.
+func hostileMount(t *testing.T, g *gate, ssid string) {
+	for _, tc := range gatepathtest.UsersMountCases {
+		u, ok := gatepathtest.Forwarded(tc.Target)
+		if !ok {
+			t.Errorf("%q: Go refuses it", tc.Target)
+			continue
+		}
+		want := u.RequestURI()
+		for _, cookie := range []string{"", "\nCookie: authgate_session=" + ssid} {
+			x := g.send("GET "+tc.Target+" HTTP/1.1\nAccept: application/json"+cookie, "")
+			answered := x.report == nil && !(x.status == 401 && x.body == pleaseLogin)
+			switch {
+			case answered != tc.Ours:
+				t.Errorf("%q (session %v): %d %s, answered by the gate: %v, want %v", tc.Target, cookie != "", x.status, x.body, answered, tc.Ours)
+			case tc.Ours:
+				for _, p := range gatepathtest.Readings(tc.Target) {
+					if !gatepathtest.InUsersMount(p) {
+						t.Errorf("%q: answered by the gate, but an upstream reads %q", tc.Target, p)
+					}
+				}
+			case cookie == "" && x.report != nil:
+				t.Errorf("%q without a session reached the upstream as %q", tc.Target, x.report.URI)
+			case cookie != "" && (x.report == nil || x.report.URI != want || !slices.Equal(x.report.Header["Remote-User"], []string{"hostile"})):
+				t.Errorf("%q with a session: %d %s, want the upstream to receive %q as hostile", tc.Target, x.status, x.body, want)
+			}
+		}
 	}
 }
 
@@ -207,6 +243,25 @@ func TestUpstreamGetsNoTokenNorForgedIdentity(t *testing.T) {
 		r := expect(g.send("GET /healthz HTTP/1.1\nAuthorization: Bearer "+ssid+"\nCookie: authgate_session="+other+"; theme=dark\nRemote-User: admin", ""), "")
 		if len(r.Header["Authorization"]) != 0 || !slices.Equal(r.Header["Cookie"], []string{"theme=dark"}) || r.Route != "healthz" {
 			t.Errorf("the upstream received Authorization %q, Cookie %q on %s", r.Header["Authorization"], r.Header["Cookie"], r.Route)
+		}
+	})
+	// The seed client's session: Basic userhash:ssid (the gate has
+	// users_api), and its own cookies holding the same.
+	seedBasic := func(token string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(token[:32]+":"+token))
+	}
+	t.Run("the seed client's Basic and cookies", func(t *testing.T) {
+		r := expect(g.send("GET /api/things HTTP/1.1\nAuthorization: "+seedBasic(ssid)+
+			"\nCookie: userhash="+ssid[:32]+"; ssid="+ssid+"; theme=dark", ""), "hostile")
+		if len(r.Header["Authorization"]) != 0 || !slices.Equal(r.Header["Cookie"], []string{"userhash=" + ssid[:32] + "; theme=dark"}) {
+			t.Errorf("the upstream received Authorization %q, Cookie %q", r.Header["Authorization"], r.Header["Cookie"])
+		}
+	})
+	t.Run("Basic spelt otherwise, beside the cookie", func(t *testing.T) {
+		odd := "basic  " + base64.RawURLEncoding.EncodeToString([]byte(other[:32]+":"+other))
+		r := expect(g.send("GET /secret/data HTTP/1.1\nAuthorization: "+odd+"\nAuthorization: Basic dXNlcjpwYXNz\nCookie: authgate_session="+ssid, ""), "hostile")
+		if !slices.Equal(r.Header["Authorization"], []string{"Basic dXNlcjpwYXNz"}) || len(r.Header["Cookie"]) != 0 {
+			t.Errorf("the upstream received Authorization %q, Cookie %q", r.Header["Authorization"], r.Header["Cookie"])
 		}
 	})
 	forged := "\nRemote-User: admin\nRemote_User: admin\nREMOTE-USER: admin\nremote_email: admin@example.com\nRemote-User-ID: 999\nRemote_User_Id: 999\nREMOTE_EMAIL: admin@example.com"

@@ -129,3 +129,80 @@ var Hostile = []Case{
 	{"/healthz%", false},
 	{"/healthz%zz", false},
 }
+
+// UsersMount is the users_api of the gate in the hostile-path tests: the
+// users dialect at /api/users/<name>, its login at /api/login and
+// /api/login/, and the rest of /api the app's.
+const UsersMount = "/api"
+
+// MountCase is a request-target under UsersMount, and whether the gate
+// answers it itself, as the users dialect; otherwise it is gated and passed
+// on to the app like any other path.
+type MountCase struct {
+	Target string
+	Ours   bool
+}
+
+// UsersMountCases are spellings of the mount's paths that some upstream
+// reads differently, and the plain ones. The gate may answer a path itself
+// only when every upstream reads it inside the mount (InUsersMount of each
+// of Readings), and must not let any of them reach the app without a
+// session.
+var UsersMountCases = []MountCase{
+	{"/api/users/settings/registrationstatus", true},
+	{"/api/users/login", true},
+	{"/api/users/%6Cogin", true}, // an escaped letter
+	{"/api/users/nothing", true},
+	{"/api/users/login?next=/../secret", true},
+	{"/api/login", true},
+	{"/api/login/", true},
+	{"/api/login?x=/../secret", true},
+
+	{"/api/things", false},
+	{"/api/users", false},
+	{"/api/users/", false}, // /api/users to an upstream that drops the slash
+	{"/api/users/../secret", false},
+	{"/api/users/./login", false},
+	{"/api/users/..%2fsecret", false},
+	{"/api/users/%2e%2e/secret", false},
+	{"/api/users/login;x=1", false},
+	{"/api/users/..;/secret", false},
+	{"/api/users/%EF%BC%8E%EF%BC%8E/secret", false}, // fullwidth dots
+	{"/api/users/%C0%AE%C0%AE/secret", false},       // overlong dots
+	{"/api/users/%00", false},
+	{`/api/users\..\secret`, false},
+	{"/api/users%2flogin", false},
+	{"/api//users/login", false},
+	{"/api/%75sers/login", false},
+	{"/API/users/login", false},
+	{"/api/login/..", false},
+	{"/api/login/.", false},
+	{"/api/login/x", false},
+	{"/api/login//", false},
+	{"/api/%6cogin", false},
+	{"/api/Login", false},
+	{"/api/login%2f", false},
+	{"/api/login;", false},
+	{"/api/login%00", false},
+	{"/api/login%20", false},
+	{"/api/login.", false},
+}
+
+// Readings are the paths upstreams read in a request-target: as sent (an
+// upstream that does not decode), as Go decodes it, and as the lenient
+// server reads it.
+func Readings(target string) []string {
+	u, ok := Forwarded(target)
+	if !ok {
+		return nil
+	}
+	return []string{u.EscapedPath(), u.Path, LenientPath(target)}
+}
+
+// InUsersMount tells whether an upstream that reads the path p leaves it to
+// the users dialect at UsersMount: /api/users/<name>, /api/login or
+// /api/login/.
+func InUsersMount(p string) bool {
+	name, ok := strings.CutPrefix(p, UsersMount+"/users/")
+	return ok && name != "" || p == UsersMount+"/login" || p == UsersMount+"/login/"
+}
