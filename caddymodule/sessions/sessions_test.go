@@ -15,20 +15,34 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 const alice = "0123456789abcdef0123456789abcdef"
 
-func newStore(t *testing.T, cfg Config) (*Store, *redis.Client) {
+// newStore returns a store over a client of its own of tp, under a key
+// prefix of its own, and that client.
+func newStore(t *testing.T, tp testenv.Topology, cfg Config) (*Store, redis.UniversalClient) {
 	t.Helper()
-	opts, err := redis.ParseURL(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
+	rdb := testenv.RedisClient(t, tp)
+	if cfg.Prefix == "" {
+		cfg.Prefix = testenv.Prefix(t)
 	}
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rdb.Close() })
-	cfg.Prefix = testenv.Prefix(t)
 	return New(rdb, cfg), rdb
 }
 
+// keys lists the keys under the store's prefix that match pattern (after
+// the prefix), on every node.
+func keys(t *testing.T, s *Store, rdb redis.UniversalClient, pattern string) []string {
+	t.Helper()
+	keys, err := testenv.Keys(t.Context(), rdb, s.cfg.Prefix+pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
 func TestCreateLookupDelete(t *testing.T) {
-	s, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 10})
+	testenv.EachTopology(t, testCreateLookupDelete)
+}
+
+func testCreateLookupDelete(t *testing.T, tp testenv.Topology) {
+	s, rdb := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 10})
 	token, sess, err := s.Create(t.Context(), Session{UserID: 7, Userhash: alice, Username: "alice", Email: "a@x"})
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +85,11 @@ func TestCreateLookupDelete(t *testing.T) {
 }
 
 func TestMaxPerUserAndRevoke(t *testing.T) {
-	s, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 3})
+	testenv.EachTopology(t, testMaxPerUserAndRevoke)
+}
+
+func testMaxPerUserAndRevoke(t *testing.T, tp testenv.Topology) {
+	s, rdb := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 3})
 	// Distinct start times, which decide which sessions are the oldest.
 	now := time.Now()
 	s.now = func() time.Time { return now }
@@ -108,7 +126,7 @@ func TestMaxPerUserAndRevoke(t *testing.T) {
 	if n, _ := s.RevokeUser(t.Context(), alice, ""); n != 1 {
 		t.Fatalf("revoke all ended %d", n)
 	}
-	if keys := rdb.Keys(t.Context(), s.cfg.Prefix+":*session:*").Val(); len(keys) != 0 {
+	if keys := keys(t, s, rdb, ":*session:*"); len(keys) != 0 {
 		t.Fatalf("keys left: %v", keys)
 	}
 }
@@ -116,7 +134,11 @@ func TestMaxPerUserAndRevoke(t *testing.T) {
 // The idle timeout slides, but only writes once a quarter of the window has
 // passed; the absolute TTL still ends the session.
 func TestIdleSliding(t *testing.T) {
-	s, rdb := newStore(t, Config{TTL: 2 * time.Hour, Idle: time.Hour, MaxPerUser: 10})
+	testenv.EachTopology(t, testIdleSliding)
+}
+
+func testIdleSliding(t *testing.T, tp testenv.Topology) {
+	s, rdb := newStore(t, tp, Config{TTL: 2 * time.Hour, Idle: time.Hour, MaxPerUser: 10})
 	now := time.Now()
 	s.now = func() time.Time { return now }
 	token, sess, err := s.Create(t.Context(), Session{UserID: 1, Userhash: alice, Username: "alice"})

@@ -212,6 +212,18 @@ func Topologies(t testing.TB) []Topology {
 	return []Topology{single, cluster, sentinel}
 }
 
+// EachTopology runs f once per deployment of Topologies, each a parallel
+// subtest named after it.
+func EachTopology(t *testing.T, f func(t *testing.T, tp Topology)) {
+	t.Helper()
+	for _, tp := range Topologies(t) {
+		t.Run(tp.Name, func(t *testing.T) {
+			t.Parallel()
+			f(t, tp)
+		})
+	}
+}
+
 // sharedTopology returns the cluster or the sentinel group of Topologies.
 func sharedTopology(name string) (Topology, error) {
 	switch name {
