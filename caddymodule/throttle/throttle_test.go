@@ -116,22 +116,22 @@ type step struct {
 	refused bool
 }
 
-func newLimiter(t *testing.T) (*Limiter, *redis.Client, string) {
+func newLimiter(t *testing.T, tp testenv.Topology) (*Limiter, redis.UniversalClient, string) {
 	t.Helper()
-	opts, err := redis.ParseURL(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := testenv.RedisClient(t, tp)
 	prefix := testenv.Prefix(t)
 	return New(rdb, prefix, secret, limits), rdb, prefix
 }
 
 // The counting in Redis, as sequences of attempts and successes, and the
-// counters they leave.
+// counters they leave. A subject's counters live in different hash slots:
+// on a cluster the pipelines span nodes.
 func TestLimiter(t *testing.T) {
 	t.Parallel()
+	testenv.EachTopology(t, testLimiter)
+}
+
+func testLimiter(t *testing.T, tp testenv.Topology) {
 	alice := Subject{Kind: "login", Username: "alice", IP: "192.0.2.1"}
 	fromDevice := Subject{Kind: "login", Username: "alice", IP: "192.0.2.1", Device: "d1"}
 	name := func(n string) Subject { return Subject{Kind: "login", Username: n, IP: "192.0.2.9"} }
@@ -175,7 +175,7 @@ func TestLimiter(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			l, rdb, prefix := newLimiter(t)
+			l, rdb, prefix := newLimiter(t, tp)
 			ctx := t.Context()
 			for i, s := range tc.steps {
 				if s.forget {
@@ -207,13 +207,26 @@ func TestLimiter(t *testing.T) {
 				}
 			}
 			// Every counter ends by itself.
-			keys, err := rdb.Keys(ctx, prefix+":throttle:*").Result()
+			keys, err := testenv.Keys(ctx, rdb, prefix+":throttle:*")
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, key := range keys {
 				if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > limits.Codes.Window {
 					t.Errorf("%s expires in %s", key, ttl)
+				}
+			}
+			// Else the case would not show that the pipelines work across
+			// slots.
+			if tp.Name == "cluster" {
+				slots := map[int64]bool{}
+				for _, s := range tc.steps {
+					for _, c := range l.counters(s.subject) {
+						slots[rdb.ClusterKeySlot(ctx, c.key).Val()] = true
+					}
+				}
+				if len(slots) < 2 {
+					t.Errorf("the counters of the case share one hash slot")
 				}
 			}
 		})
@@ -225,6 +238,10 @@ func TestLimiter(t *testing.T) {
 // that it does not count for ever. Made here directly, not by a race.
 func TestLimiterCounterWithoutExpiry(t *testing.T) {
 	t.Parallel()
+	testenv.EachTopology(t, testLimiterCounterWithoutExpiry)
+}
+
+func testLimiterCounterWithoutExpiry(t *testing.T, tp testenv.Topology) {
 	for _, tc := range []struct {
 		name    string
 		count   int
@@ -235,7 +252,7 @@ func TestLimiterCounterWithoutExpiry(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			l, rdb, prefix := newLimiter(t)
+			l, rdb, prefix := newLimiter(t, tp)
 			s := Subject{Kind: "login", Username: "alice", IP: "192.0.2.1"}
 			key := prefix + ":throttle:login:user:" + l.UserKey("alice")
 			if err := rdb.Set(t.Context(), key, tc.count, 0).Err(); err != nil {
