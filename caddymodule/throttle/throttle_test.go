@@ -111,9 +111,10 @@ func TestCounters(t *testing.T) {
 
 // step is one call to the limiter and what it must answer.
 type step struct {
-	forget  bool // Forget rather than Attempt
-	subject Subject
-	refused bool
+	forget   bool // Forget rather than Attempt
+	takeBack bool // TakeBack rather than Attempt
+	subject  Subject
+	refused  bool
 }
 
 func newLimiter(t *testing.T, tp testenv.Topology) (*Limiter, redis.UniversalClient, string) {
@@ -165,6 +166,16 @@ func testLimiter(t *testing.T, tp testenv.Topology) {
 			[]step{{subject: name("b")}, {subject: name("c")}, {subject: name("d")}, {subject: name("e")}, {subject: name("f")},
 				{subject: name("g"), refused: true}},
 			map[string]int{"login:ip:192.0.2.9": 5, "login:user:g": 0}},
+		{"an attempt taken back counts nowhere",
+			[]step{{subject: alice}, {subject: alice}, {takeBack: true, subject: alice}},
+			map[string]int{"login:user:alice": 1, "login:ip:192.0.2.1": 1}},
+		{"attempts taken back do not lock out",
+			[]step{{subject: alice}, {subject: alice}, {subject: alice}, {takeBack: true, subject: alice}, {subject: alice},
+				{subject: alice, refused: true}},
+			map[string]int{"login:user:alice": 3, "login:ip:192.0.2.1": 3}},
+		{"a code's attempt taken back, the daily cap's count too",
+			[]step{{subject: code}, {takeBack: true, subject: code}},
+			map[string]int{"otp:day:user:alice": 0, "otp:user:alice": 0, "otp:ip:192.0.2.1": 0}},
 		{"a success at a code takes back only its own count",
 			[]step{{subject: code}, {subject: code}, {forget: true, subject: code}},
 			map[string]int{"otp:day:user:alice": 1, "otp:user:alice": 0, "otp:ip:192.0.2.1": 1}},
@@ -181,6 +192,12 @@ func testLimiter(t *testing.T, tp testenv.Topology) {
 				if s.forget {
 					if err := l.Forget(ctx, s.subject); err != nil {
 						t.Fatalf("step %d: Forget: %v", i, err)
+					}
+					continue
+				}
+				if s.takeBack {
+					if err := l.TakeBack(ctx, s.subject); err != nil {
+						t.Fatalf("step %d: TakeBack: %v", i, err)
 					}
 					continue
 				}
