@@ -15,7 +15,7 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 
 const alice = "0123456789abcdef0123456789abcdef"
 
-func newStore(t *testing.T, cfg Config) (*Store, *redis.Client) {
+func newStore(t testing.TB, cfg Config) (*Store, *redis.Client) {
 	t.Helper()
 	opts, err := redis.ParseURL(testenv.RedisURL(t))
 	if err != nil {
