@@ -48,7 +48,7 @@ func TestWatchRecoversFromPanic(t *testing.T) {
 	}()
 	testenv.WaitFor(t, "the cache on", func() bool { return count("session cache on") == 1 && s.CacheLive() })
 
-	token, sess, err := s.Create(t.Context(), Session{UserID: 1, Userhash: alice, Username: "alice"})
+	token, _, err := s.Create(t.Context(), Session{UserID: 1, Userhash: alice, Username: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,13 +56,14 @@ func TestWatchRecoversFromPanic(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Ended without an announcement: only the cache still knows it.
-	rdb.Del(t.Context(), s.sessionKey(alice, sess.ID))
+	key, field, _ := Where(s.cfg.Prefix, token)
+	rdb.HDel(t.Context(), key, field)
 	if _, err := s.Lookup(t.Context(), token); err != nil {
 		t.Fatalf("not served from the cache: %v", err)
 	}
 
 	armed.Store(true)
-	if err := rdb.Publish(t.Context(), s.channel(), "another-user").Err(); err != nil {
+	if err := rdb.SPublish(t.Context(), s.channel(), "another-user").Err(); err != nil {
 		t.Fatal(err)
 	}
 	testenv.WaitFor(t, "the panic logged", func() bool {
@@ -91,4 +92,158 @@ func TestWatchRecoversFromPanic(t *testing.T) {
 	if s.CacheLive() {
 		t.Fatal("cache on after Watch returned")
 	}
+}
+
+// watch runs s.Watch until the test ends, logging into the returned
+// observer, and waits until the cache is on.
+func watch(t *testing.T, s *Store) *observer.ObservedLogs {
+	t.Helper()
+	core, logs := observer.New(zap.InfoLevel)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Watch(ctx, zap.New(core))
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	testenv.WaitFor(t, "the cache on", s.CacheLive)
+	return logs
+}
+
+// The cache is off while the node of its subscription is gone, starts
+// empty when it is back, and so never serves a session ended meanwhile.
+func TestWatchOffWhileRedisIsGone(t *testing.T) {
+	rs := testenv.OwnRedis(t)
+	opts, err := redis.ParseURL(rs.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	s := New(rdb, Config{Prefix: testenv.Prefix(t), TTL: time.Hour, MaxPerUser: 10, CacheSize: 10})
+	logs := watch(t, s)
+	token, _, err := s.Create(t.Context(), Session{UserID: 1, Userhash: alice, Username: "alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lookup(t.Context(), token); err != nil {
+		t.Fatal(err)
+	}
+	if len(s.cache.entries) != 1 {
+		t.Fatal("not cached")
+	}
+	for _, tc := range []struct {
+		name string
+		gone func() error
+		back func() error
+	}{
+		{"stopped", rs.Stop, rs.Start},
+		{"hung", rs.Pause, rs.Resume},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ons := logs.FilterMessage("session cache on").Len()
+			if err := tc.gone(); err != nil {
+				t.Fatal(err)
+			}
+			testenv.WaitFor(t, "the cache off", func() bool { return !s.CacheLive() })
+			if _, err := s.Lookup(t.Context(), token); err == nil {
+				t.Fatal("served while Redis is gone")
+			}
+			if err := tc.back(); err != nil {
+				t.Fatal(err)
+			}
+			testenv.WaitFor(t, "the cache on again", func() bool {
+				return s.CacheLive() && logs.FilterMessage("session cache on").Len() > ons
+			})
+			if len(s.cache.entries) != 0 {
+				t.Fatal("the cache came back with entries")
+			}
+		})
+	}
+	if n := logs.FilterMessage("session cache off: subscription lost, every request asks Redis").Len(); n != 2 {
+		t.Fatalf("%d warnings of the cache going off", n)
+	}
+}
+
+// Every change to a user's sessions reaches every instance's cache before
+// it returns: another instance that served the session from memory a
+// moment ago refuses it (or shows the new email) on its very next lookup.
+func TestAnnounceReachesEveryCache(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		change func(t *testing.T, a *Store, token string, sess Session)
+		gone   bool // the session ended (else: the email changed)
+	}{
+		{"Delete", func(t *testing.T, a *Store, token string, _ Session) {
+			if err := a.Delete(t.Context(), token); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"End", func(t *testing.T, a *Store, _ string, sess Session) {
+			if err := a.End(t.Context(), alice, sess.ID); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"RevokeUser", func(t *testing.T, a *Store, _ string, _ Session) {
+			if n, err := a.RevokeUser(t.Context(), alice, ""); err != nil || n != 1 {
+				t.Fatalf("RevokeUser = %d, %v", n, err)
+			}
+		}, true},
+		{"Create beyond max_sessions", func(t *testing.T, a *Store, _ string, _ Session) {
+			a.now = func() time.Time { return time.Now().Add(time.Second) }
+			if _, _, err := a.Create(t.Context(), Session{UserID: 1, Userhash: alice, Username: "alice"}); err != nil {
+				t.Fatal(err)
+			}
+		}, true},
+		{"SetEmail", func(t *testing.T, a *Store, _ string, _ Session) {
+			if err := a.SetEmail(t.Context(), alice, "alice@new.example"); err != nil {
+				t.Fatal(err)
+			}
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 1, CacheSize: 10})
+			b := New(rdb, a.cfg)
+			watch(t, a)
+			watch(t, b)
+			token, sess, err := a.Create(t.Context(), Session{UserID: 1, Userhash: alice, Username: "alice", Email: "alice@example.com"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range []*Store{a, b} {
+				if _, err := s.Lookup(t.Context(), token); err != nil || len(s.cache.entries) != 1 {
+					t.Fatalf("not cached: %v", err)
+				}
+			}
+			heardBefore := heardKeys(t, rdb, a.cfg.Prefix)
+			tc.change(t, a, token, sess)
+			got, err := b.Lookup(t.Context(), token)
+			if tc.gone && !errors.Is(err, ErrNotFound) || !tc.gone && (err != nil || got.Email != "alice@new.example") {
+				t.Fatalf("the other instance's next lookup: %+v, %v", got, err)
+			}
+			// Both listeners counted the announcement, as SPUBLISH reached both.
+			heard := heardKeys(t, rdb, a.cfg.Prefix)
+			if len(heard) != len(heardBefore)+1 {
+				t.Fatalf("announcements %v, then %v", heardBefore, heard)
+			}
+			for key, n := range heard {
+				if _, old := heardBefore[key]; !old && n != "2" {
+					t.Fatalf("%s = %s, want 2", key, n)
+				}
+			}
+		})
+	}
+}
+
+// heardKeys returns the announcements' acknowledgement counters.
+func heardKeys(t *testing.T, rdb *redis.Client, prefix string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	for _, key := range rdb.Keys(t.Context(), prefix+":heard:*").Val() {
+		out[key] = rdb.Get(t.Context(), key).Val()
+	}
+	return out
 }
