@@ -272,14 +272,16 @@ func fitDevice(device string, n int) string {
 }
 
 // decodeRecord fills sess from a record; false for anything it cannot read.
-func decodeRecord(b []byte, sess *Session) bool {
+// It reads the string go-redis gives, without copying it.
+func decodeRecord(b string, sess *Session) bool {
 	if len(b) < recordHead+1 || b[0]>>4 != recordFormat {
 		return false
 	}
-	sess.Created = int64(binary.BigEndian.Uint32(b[1:]))
-	sess.Expires = int64(binary.BigEndian.Uint32(b[5:]))
-	sess.Seen = int64(binary.BigEndian.Uint32(b[9:]))
-	amr, n := binary.Uvarint(b[recordHead:])
+	u32 := func(i int) int64 {
+		return int64(b[i])<<24 | int64(b[i+1])<<16 | int64(b[i+2])<<8 | int64(b[i+3])
+	}
+	sess.Created, sess.Expires, sess.Seen = u32(1), u32(5), u32(9)
+	amr, n := uvarint(b[recordHead:])
 	if n <= 0 || amr>>len(amrNames) != 0 {
 		return false
 	}
@@ -293,16 +295,33 @@ func decodeRecord(b []byte, sess *Session) bool {
 	sess.IP = ""
 	switch kind := b[0] & 0x0f; {
 	case kind == ipV4 && len(rest) >= 4:
-		sess.IP = netip.AddrFrom4([4]byte(rest)).String()
+		sess.IP = netip.AddrFrom4([4]byte([]byte(rest[:4]))).String()
 		rest = rest[4:]
 	case kind == ipV6 && len(rest) >= 16:
-		sess.IP = netip.AddrFrom16([16]byte(rest)).String()
+		sess.IP = netip.AddrFrom16([16]byte([]byte(rest[:16]))).String()
 		rest = rest[16:]
 	case kind != ipNone:
 		return false
 	}
-	sess.Device = string(rest)
+	sess.Device = rest
 	return true
+}
+
+// uvarint is binary.Uvarint over a string: the value and the bytes it
+// took, 0 or less when it does not end or overflows.
+func uvarint(s string) (uint64, int) {
+	var x uint64
+	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
+		c := s[i]
+		if c < 0x80 {
+			if i == binary.MaxVarintLen64-1 && c > 1 {
+				return 0, -(i + 1)
+			}
+			return x | uint64(c)<<(7*i), i + 1
+		}
+		x |= uint64(c&0x7f) << (7 * i)
+	}
+	return 0, 0
 }
 
 func encodeUser(sess Session) string {
@@ -310,7 +329,7 @@ func encodeUser(sess Session) string {
 }
 
 func decodeUser(v string, sess *Session) bool {
-	uid, n := binary.Uvarint([]byte(v[:min(len(v), binary.MaxVarintLen64)]))
+	uid, n := uvarint(v)
 	if n <= 0 || n == len(v) {
 		return false
 	}
@@ -461,7 +480,7 @@ func (s *Store) fill(sess *Session, now time.Time) ([]byte, error) {
 		return nil, err
 	}
 	// What a lookup will return: the device as stored.
-	if !decodeRecord(record, sess) {
+	if !decodeRecord(string(record), sess) {
 		return nil, errors.New("a record that does not read back")
 	}
 	return record, nil
@@ -537,7 +556,7 @@ func decodeSession(userhash string, vals []any) (Session, bool) {
 	}
 	u, okU := vals[0].(string)
 	r, okR := vals[2].(string)
-	if !okU || !okR || !decodeUser(u, &sess) || !decodeRecord([]byte(r), &sess) {
+	if !okU || !okR || !decodeUser(u, &sess) || !decodeRecord(r, &sess) {
 		return sess, false
 	}
 	sess.Email, _ = vals[1].(string)
@@ -686,7 +705,7 @@ func decodeHash(userhash string, all map[string]string) []Session {
 			continue
 		}
 		sess := user
-		if decodeRecord([]byte(v), &sess) {
+		if decodeRecord(v, &sess) {
 			sess.ID = id([]byte(f)).String()
 			out = append(out, sess)
 		}

@@ -1,6 +1,7 @@
 package sessions
 
 import (
+	"encoding/binary"
 	"errors"
 	"slices"
 	"strings"
@@ -206,7 +207,7 @@ func TestRecord(t *testing.T) {
 				t.Fatalf("%d bytes", len(b))
 			}
 			var got Session
-			if !decodeRecord(b, &got) || !equal(got, tc.want) {
+			if !decodeRecord(string(b), &got) || !equal(got, tc.want) {
 				t.Fatalf("read back %+v, want %+v", got, tc.want)
 			}
 		})
@@ -330,7 +331,7 @@ func TestIdleSliding(t *testing.T) {
 			key, field, _ := Where(s.cfg.Prefix, token)
 			seen := func() int64 {
 				var sess Session
-				if !decodeRecord([]byte(rdb.HGet(t.Context(), key, field).Val()), &sess) {
+				if !decodeRecord(rdb.HGet(t.Context(), key, field).Val(), &sess) {
 					t.Fatal("unreadable record")
 				}
 				return sess.Seen
@@ -799,6 +800,32 @@ func TestRefreshEvery(t *testing.T) {
 		t.Run(tc.idle.String(), func(t *testing.T) {
 			if got := New(nil, Config{TTL: time.Hour, Idle: tc.idle}).refreshEvery; got != tc.want {
 				t.Fatalf("refresh every %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
+// uvarint reads what binary.AppendUvarint writes, and refuses what
+// binary.Uvarint refuses.
+func TestUvarint(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   string
+	}{
+		{"zero", "\x00"},
+		{"one byte", "\x7f"},
+		{"two bytes", "\x80\x01"},
+		{"the largest", string(binary.AppendUvarint(nil, 1<<64-1))},
+		{"followed by more", "\x07alice"},
+		{"empty", ""},
+		{"never ends", "\xff\xff"},
+		{"overflows", "\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v, n := uvarint(tc.in)
+			wv, wn := binary.Uvarint([]byte(tc.in))
+			if v != wv || n != wn {
+				t.Fatalf("uvarint = %d, %d; binary.Uvarint = %d, %d", v, n, wv, wn)
 			}
 		})
 	}
