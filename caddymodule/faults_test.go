@@ -46,6 +46,7 @@ type loadKind struct {
 	body         any
 	header       []string
 	ok           func(reply) bool
+	base         string // the instance to send to; default the env's
 }
 
 // load sends requests from several goroutines until finished, and counts
@@ -97,6 +98,11 @@ func (e *env) startLoad(pause time.Duration, kinds ...loadKind) *load {
 // send sends one request of kind k, again as long as it is refused at the
 // door.
 func (l *load) send(e *env, c *http.Client, k loadKind) (reply, error) {
+	if k.base != "" {
+		other := *e
+		other.base, other.host = k.base, ""
+		e = &other
+	}
 	for {
 		var answered bool
 		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{

@@ -48,8 +48,22 @@ func caddyBinary(t testing.TB) string {
 
 // secondInstance runs the real binary against the env's stores, as another
 // Caddy sharing the same PostgreSQL and Redis, and returns its base URL and
-// the file its log goes to.
+// the file its log goes to. Its gate answers with the user's name.
 func (e *env) secondInstance(site string) (base, logFile string) {
+	e.t.Helper()
+	return e.instance(site, `respond "{http.auth.user.id}" 200`)
+}
+
+// proxyInstance is secondInstance with a gate in front of the env's own
+// upstream, as a second instance behind a load balancer has.
+func (e *env) proxyInstance(site string) (base, logFile string) {
+	e.t.Helper()
+	return e.instance(site, "reverse_proxy "+e.upstreamAddr)
+}
+
+// instance runs the real binary with the site's authgate lines and the
+// handler after it.
+func (e *env) instance(site, handler string) (base, logFile string) {
 	e.t.Helper()
 	bin := caddyBinary(e.t)
 	port := testenv.FreePort(e.t)
@@ -59,7 +73,7 @@ func (e *env) secondInstance(site string) (base, logFile string) {
 	persist_config off
 	authgate {
 		postgres %s
-		redis %s
+		%s
 		redis_prefix %s
 		mail_dir %s
 	}
@@ -69,9 +83,9 @@ http://127.0.0.1:%d {
 	authgate {
 		%s
 	}
-	respond "{http.auth.user.id}" 200
+	%s
 }
-`, e.pg, e.redisURL, e.prefix, e.mailDir, port, site)
+`, e.pg, e.redis.Directive(), e.prefix, e.mailDir, port, site, handler)
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		e.t.Fatal(err)

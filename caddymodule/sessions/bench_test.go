@@ -3,6 +3,8 @@ package sessions
 import (
 	"testing"
 	"time"
+
+	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
 // BenchmarkLookup is the gate's read of a session from Redis (no cache):
@@ -17,7 +19,7 @@ func BenchmarkLookup(b *testing.B) {
 		{"idle on", Config{TTL: time.Hour, Idle: time.Hour, MaxPerUser: 10}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			s, _ := newStore(b, tc.cfg)
+			s, _ := newStore(b, testenv.Topology{Name: "single", URL: testenv.RedisURL(b)}, tc.cfg)
 			token, _, err := s.Create(b.Context(), Session{UserID: 7, Userhash: alice, Username: "alice",
 				Email: "alice@example.com", IP: "192.0.2.1", Device: "Firefox on Linux", AMR: []string{"pwd"}})
 			if err != nil {

@@ -20,16 +20,26 @@ const (
 	bob   = "fedcba9876543210fedcba9876543210"
 )
 
-func newStore(t testing.TB, cfg Config) (*Store, *redis.Client) {
+// newStore returns a store over a client of its own of tp, under a key
+// prefix of its own, and that client.
+func newStore(t testing.TB, tp testenv.Topology, cfg Config) (*Store, redis.UniversalClient) {
 	t.Helper()
-	opts, err := redis.ParseURL(testenv.RedisURL(t))
+	rdb := testenv.RedisClient(t, tp)
+	if cfg.Prefix == "" {
+		cfg.Prefix = testenv.Prefix(t)
+	}
+	return New(rdb, cfg), rdb
+}
+
+// keys lists the keys under the store's prefix that match pattern (after
+// the prefix), on every node.
+func keys(t *testing.T, s *Store, rdb redis.UniversalClient, pattern string) []string {
+	t.Helper()
+	keys, err := testenv.Keys(t.Context(), rdb, s.cfg.Prefix+pattern)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rdb.Close() })
-	cfg.Prefix = testenv.Prefix(t)
-	return New(rdb, cfg), rdb
+	return keys
 }
 
 // clock makes s's time the test's: it starts now (so that the keys' real
@@ -77,8 +87,10 @@ func sessionFields(t *testing.T, s *Store, userhash string) int {
 	return n
 }
 
-func TestCreateLookupDelete(t *testing.T) {
-	s, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 10})
+func TestCreateLookupDelete(t *testing.T) { testenv.EachTopology(t, testCreateLookupDelete) }
+
+func testCreateLookupDelete(t *testing.T, tp testenv.Topology) {
+	s, rdb := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 10})
 	now := clock(s)
 	token, sess := create(t, s, aliceAt("192.0.2.1"))
 	if len(token) != TokenLen || !strings.HasPrefix(token, alice+".") {
@@ -98,7 +110,7 @@ func TestCreateLookupDelete(t *testing.T) {
 	// Stored: one hash for the user, the user's data once, the session under
 	// its 16-byte id, no trace of the secret, compact.
 	key, field, _ := Where(s.cfg.Prefix, token)
-	if keys := rdb.Keys(t.Context(), s.cfg.Prefix+":*").Val(); !slices.Equal(keys, []string{key}) || key != s.cfg.Prefix+":{"+alice+"}" {
+	if keys := keys(t, s, rdb, ":*"); !slices.Equal(keys, []string{key}) || key != s.cfg.Prefix+":{"+alice+"}" {
 		t.Fatalf("keys %v, want [%s]", keys, key)
 	}
 	all := hash(t, s, alice)
@@ -218,7 +230,9 @@ func TestRecord(t *testing.T) {
 // no longer reads, names no session: never a panic, never a session made up.
 // The next login prunes a record whose end the script cannot read, and
 // writes the user's data anew.
-func TestBadRecords(t *testing.T) {
+func TestBadRecords(t *testing.T) { testenv.EachTopology(t, testBadRecords) }
+
+func testBadRecords(t *testing.T, tp testenv.Topology) {
 	good, err := encodeRecord(Session{Created: 1, Expires: 1 << 31, Seen: 1, IP: "192.0.2.1"})
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +254,7 @@ func TestBadRecords(t *testing.T) {
 		{"a user id that never ends", "\xff\xff", string(good), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 10})
+			s, rdb := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 10})
 			clock(s)
 			token, _ := create(t, s, aliceAt("192.0.2.1"))
 			key, field, _ := Where(s.cfg.Prefix, token)
@@ -271,7 +285,9 @@ func TestBadRecords(t *testing.T) {
 
 // A session ends when its record says so, whatever the key's TTL: at
 // session_ttl, and with session_idle when unused that long.
-func TestExpiry(t *testing.T) {
+func TestExpiry(t *testing.T) { testenv.EachTopology(t, testExpiry) }
+
+func testExpiry(t *testing.T, tp testenv.Topology) {
 	for _, tc := range []struct {
 		name   string
 		idle   time.Duration
@@ -285,7 +301,7 @@ func TestExpiry(t *testing.T) {
 		{"idle longer than the lifetime", 3 * time.Hour, 2 * time.Hour, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, _ := newStore(t, Config{TTL: 2 * time.Hour, Idle: tc.idle, MaxPerUser: 10, CacheSize: 10})
+			s, _ := newStore(t, tp, Config{TTL: 2 * time.Hour, Idle: tc.idle, MaxPerUser: 10, CacheSize: 10})
 			// As if watched, and keeping entries long: the cache must not
 			// outlive the record either.
 			s.cache.reset(true)
@@ -314,11 +330,13 @@ func TestExpiry(t *testing.T) {
 // refreshEvery old (seenEvery, or a quarter of the idle timeout if that is
 // less), in the background, and not before; the key's TTL follows. The
 // absolute end still ends it.
-func TestIdleSliding(t *testing.T) {
+func TestIdleSliding(t *testing.T) { testenv.EachTopology(t, testIdleSliding) }
+
+func testIdleSliding(t *testing.T, tp testenv.Topology) {
 	for _, cache := range []int{0, 10} {
 		name := map[int]string{0: "no cache", 10: "cache"}[cache]
 		t.Run(name, func(t *testing.T) {
-			s, rdb := newStore(t, Config{TTL: 2 * time.Hour, Idle: time.Hour, MaxPerUser: 10, CacheSize: cache})
+			s, rdb := newStore(t, tp, Config{TTL: 2 * time.Hour, Idle: time.Hour, MaxPerUser: 10, CacheSize: cache})
 			if s.cache != nil {
 				s.cache.reset(true)
 			}
@@ -376,8 +394,10 @@ func TestIdleSliding(t *testing.T) {
 
 // Without session_idle, Seen is still kept, every seenEvery, for the
 // account page; the key's end stays the absolute one.
-func TestSeenWithoutIdle(t *testing.T) {
-	s, rdb := newStore(t, Config{TTL: 24 * time.Hour, MaxPerUser: 10})
+func TestSeenWithoutIdle(t *testing.T) { testenv.EachTopology(t, testSeenWithoutIdle) }
+
+func testSeenWithoutIdle(t *testing.T, tp testenv.Topology) {
+	s, rdb := newStore(t, tp, Config{TTL: 24 * time.Hour, MaxPerUser: 10})
 	now := clock(s)
 	start := *now
 	token, _ := create(t, s, aliceAt(""))
@@ -399,7 +419,9 @@ func TestSeenWithoutIdle(t *testing.T) {
 // max_sessions ends the oldest sessions (by start, then id) when a new one
 // starts, never the new one; records that have ended are pruned first and
 // do not count.
-func TestMaxPerUserAndPrune(t *testing.T) {
+func TestMaxPerUserAndPrune(t *testing.T) { testenv.EachTopology(t, testMaxPerUserAndPrune) }
+
+func testMaxPerUserAndPrune(t *testing.T, tp testenv.Topology) {
 	for _, tc := range []struct {
 		name  string
 		idle  time.Duration
@@ -416,7 +438,7 @@ func TestMaxPerUserAndPrune(t *testing.T) {
 		{"idle records pruned, not counted", 30 * time.Minute, 2, []time.Duration{0, 10 * time.Minute, 20 * time.Minute}, 45 * time.Minute, []int{2, 3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, rdb := newStore(t, Config{TTL: time.Hour, Idle: tc.idle, MaxPerUser: tc.max})
+			s, rdb := newStore(t, tp, Config{TTL: time.Hour, Idle: tc.idle, MaxPerUser: tc.max})
 			now := clock(s)
 			start := *now
 			var tokens []string
@@ -446,7 +468,7 @@ func TestMaxPerUserAndPrune(t *testing.T) {
 		})
 	}
 	// Logins in the same second: the new one is never the one to go.
-	s, _ := newStore(t, Config{TTL: time.Hour, MaxPerUser: 2})
+	s, _ := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 2})
 	clock(s)
 	for range 5 {
 		token, _ := create(t, s, aliceAt(""))
@@ -461,8 +483,10 @@ func TestMaxPerUserAndPrune(t *testing.T) {
 
 // List gives each live session with where and how it was made, oldest
 // first, and ids that End takes back.
-func TestListAndEnd(t *testing.T) {
-	s, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 10})
+func TestListAndEnd(t *testing.T) { testenv.EachTopology(t, testListAndEnd) }
+
+func testListAndEnd(t *testing.T, tp testenv.Topology) {
+	s, rdb := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 10})
 	now := clock(s)
 	start := *now
 	first, _ := create(t, s, aliceAt("192.0.2.1"))
@@ -539,7 +563,9 @@ func TestListAndEnd(t *testing.T) {
 
 // RevokeUser ends the user's sessions but the one kept, counting the live
 // ones; without one to keep, the hash goes whole.
-func TestRevokeUser(t *testing.T) {
+func TestRevokeUser(t *testing.T) { testenv.EachTopology(t, testRevokeUser) }
+
+func testRevokeUser(t *testing.T, tp testenv.Topology) {
 	for _, tc := range []struct {
 		name  string
 		keep  func(ids []string) string
@@ -553,7 +579,7 @@ func TestRevokeUser(t *testing.T) {
 		{"keep another user's session: all", func(ids []string) string { return ids[4] }, 3, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 10})
+			s, rdb := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 10})
 			now := clock(s)
 			start := *now
 			var tokens, ids []string
@@ -601,8 +627,10 @@ func TestRevokeUser(t *testing.T) {
 
 // SetEmail changes what every session of the user carries, also where a
 // cache has it, and makes no hash for a user without sessions.
-func TestSetEmail(t *testing.T) {
-	s, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 10, CacheSize: 10})
+func TestSetEmail(t *testing.T) { testenv.EachTopology(t, testSetEmail) }
+
+func testSetEmail(t *testing.T, tp testenv.Topology) {
+	s, rdb := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 10, CacheSize: 10})
 	s.cache.reset(true)
 	clock(s)
 	a, _ := create(t, s, aliceAt(""))
@@ -652,8 +680,10 @@ func TestSetEmail(t *testing.T) {
 
 // Seed writes sessions as Create does, in the past if asked; Stored finds
 // them all, ended or not.
-func TestSeedAndStored(t *testing.T) {
-	s, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 10})
+func TestSeedAndStored(t *testing.T) { testenv.EachTopology(t, testSeedAndStored) }
+
+func testSeedAndStored(t *testing.T, tp testenv.Topology) {
+	s, rdb := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 10})
 	now := clock(s)
 	old := now.Add(-10 * time.Minute).Unix()
 	p := rdb.Pipeline()
@@ -694,8 +724,10 @@ func TestSeedAndStored(t *testing.T) {
 
 // A user's hash stays a listpack at its largest: max_sessions records of
 // the longest kind, a name and an email of 64 bytes.
-func TestCompactAtMost(t *testing.T) {
-	s, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 126})
+func TestCompactAtMost(t *testing.T) { testenv.EachTopology(t, testCompactAtMost) }
+
+func testCompactAtMost(t *testing.T, tp testenv.Topology) {
+	s, rdb := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 126})
 	clock(s)
 	sess := Session{UserID: 1 << 40, Userhash: alice, Username: strings.Repeat("a", 58), Email: strings.Repeat("e", 64),
 		IP: "2001:db8::1", Device: strings.Repeat("d", 40), AMR: amrNames}

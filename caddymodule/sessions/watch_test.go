@@ -3,6 +3,8 @@ package sessions
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -172,6 +174,10 @@ func TestWatchOffWhileRedisIsGone(t *testing.T) {
 // it returns: another instance that served the session from memory a
 // moment ago refuses it (or shows the new email) on its very next lookup.
 func TestAnnounceReachesEveryCache(t *testing.T) {
+	testenv.EachTopology(t, testAnnounceReachesEveryCache)
+}
+
+func testAnnounceReachesEveryCache(t *testing.T, tp testenv.Topology) {
 	for _, tc := range []struct {
 		name   string
 		change func(t *testing.T, a *Store, token string, sess Session)
@@ -205,8 +211,8 @@ func TestAnnounceReachesEveryCache(t *testing.T) {
 		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, rdb := newStore(t, Config{TTL: time.Hour, MaxPerUser: 1, CacheSize: 10})
-			b := New(rdb, a.cfg)
+			a, rdb := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 1, CacheSize: 10})
+			b, _ := newStore(t, tp, a.cfg)
 			watch(t, a)
 			watch(t, b)
 			token, sess, err := a.Create(t.Context(), Session{UserID: 1, Userhash: alice, Username: "alice", Email: "alice@example.com"})
@@ -239,11 +245,125 @@ func TestAnnounceReachesEveryCache(t *testing.T) {
 }
 
 // heardKeys returns the announcements' acknowledgement counters.
-func heardKeys(t *testing.T, rdb *redis.Client, prefix string) map[string]string {
+func heardKeys(t *testing.T, rdb redis.UniversalClient, prefix string) map[string]string {
 	t.Helper()
+	keys, err := testenv.Keys(t.Context(), rdb, prefix+":heard:*")
+	if err != nil {
+		t.Fatal(err)
+	}
 	out := map[string]string{}
-	for _, key := range rdb.Keys(t.Context(), prefix+":heard:*").Val() {
+	for _, key := range keys {
 		out[key] = rdb.Get(t.Context(), key).Val()
 	}
 	return out
 }
+
+// countGets counts the HMGET commands a client sends: a lookup served from
+// the cache sends none.
+type countGets struct{ n *atomic.Int64 }
+
+func (h countGets) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countGets) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h countGets) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "hmget" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// The stores of two instances over one deployment, each with its cache on:
+// sessions ended on one (a logout, a revocation of all of a user's
+// sessions, an eviction beyond max_sessions) are refused by the other at its
+// very next lookup, although it served them from memory just before. Users
+// of several hash slots, so that on a cluster some live on another node
+// than the announcements' channel.
+func TestCacheAcrossInstances(t *testing.T) {
+	testenv.EachTopology(t, testCacheAcrossInstances)
+}
+
+func testCacheAcrossInstances(t *testing.T, tp testenv.Topology) {
+	cfg := Config{Prefix: testenv.Prefix(t), TTL: time.Hour, MaxPerUser: 2, CacheSize: 100}
+	a, rdbA := newStore(t, tp, cfg)
+	b, _ := newStore(t, tp, cfg)
+	var gets atomic.Int64
+	rdbA.AddHook(countGets{&gets})
+	// Distinct start times, which decide which sessions are the oldest.
+	var tick atomic.Int64
+	start := time.Now()
+	b.now = func() time.Time { return start.Add(time.Duration(tick.Add(1)) * time.Second) }
+	ctx, cancel := context.WithCancel(t.Context())
+	var watchers sync.WaitGroup
+	t.Cleanup(func() {
+		cancel()
+		watchers.Wait()
+	})
+	for _, s := range []*Store{a, b} {
+		watchers.Go(func() { s.Watch(ctx, zap.NewNop()) })
+	}
+	testenv.WaitFor(t, "both caches on", func() bool { return a.CacheLive() && b.CacheLive() })
+
+	create := func(userhash string) string {
+		t.Helper()
+		token, _, err := b.Create(t.Context(), Session{UserID: 1, Userhash: userhash, Username: "u"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return token
+	}
+	// cached looks token up on A until A serves it from memory.
+	cached := func(token string) {
+		t.Helper()
+		for range 2 {
+			if _, err := a.Lookup(t.Context(), token); err != nil {
+				t.Fatalf("A: lookup of a live session: %v", err)
+			}
+		}
+		before := gets.Load()
+		if _, err := a.Lookup(t.Context(), token); err != nil || gets.Load() != before {
+			t.Fatalf("A: not served from its cache (%v, %d HMGETs)", err, gets.Load()-before)
+		}
+	}
+	refused := func(how, token string) {
+		t.Helper()
+		if _, err := a.Lookup(t.Context(), token); !errors.Is(err, ErrNotFound) {
+			t.Errorf("A: a session ended on B (%s) still served: %v", how, err)
+		}
+	}
+	for i := range 8 {
+		userhash := fmt.Sprintf("%032x", i+1)
+		// A logout.
+		token := create(userhash)
+		cached(token)
+		if err := b.Delete(t.Context(), token); err != nil {
+			t.Fatal(err)
+		}
+		refused("logout", token)
+
+		// Every session of the user.
+		t1, t2 := create(userhash), create(userhash)
+		cached(t1)
+		cached(t2)
+		if n, err := b.RevokeUser(t.Context(), userhash, ""); err != nil || n != 2 {
+			t.Fatalf("RevokeUser = %d, %v", n, err)
+		}
+		refused("revocation", t1)
+		refused("revocation", t2)
+
+		// The oldest beyond max_sessions.
+		t1, t2 = create(userhash), create(userhash)
+		cached(t1)
+		create(userhash)
+		refused("eviction", t1)
+		if _, err := a.Lookup(t.Context(), t2); err != nil {
+			t.Errorf("A: a session within max_sessions refused: %v", err)
+		}
+	}
+	if stored, err := Stored(t.Context(), rdbA, a.cfg.Prefix); err != nil || len(stored) != 8*2 {
+		t.Errorf("%d session records left, want 2 of each of 8 users (%v)", len(stored), err)
+	}
+}
+

@@ -142,10 +142,14 @@ func TestCLI(t *testing.T) {
 type gate struct {
 	t       *testing.T
 	base    string // http://127.0.0.1:port
+	pg      string // the database's URL
+	redis   testenv.Topology
 	prefix  string // of every Redis key
 	mailDir string
+	config  string // the Caddyfile, for the CLI
+	log     string // the file caddy's output goes to
 	db      *sql.DB
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 }
 
 // gateOption changes what startGate starts.
@@ -154,11 +158,31 @@ type gateOption func(*gateSetup)
 type gateSetup struct {
 	upstream http.Handler // default: the demo app
 	site     string       // the site's authgate block; default: public /healthz
+	global   string       // more lines of the authgate global option
+	redis    *testenv.Topology
+	besides  *gate
 }
 
 // withUpstream puts h behind the gate instead of the demo app.
 func withUpstream(h http.Handler) gateOption {
 	return func(s *gateSetup) { s.upstream = h }
+}
+
+// withGlobal adds lines to the authgate global option.
+func withGlobal(lines string) gateOption {
+	return func(s *gateSetup) { s.global = lines }
+}
+
+// withRedis keeps the sessions in the Redis deployment tp; default: the
+// shared single server.
+func withRedis(tp testenv.Topology) gateOption {
+	return func(s *gateSetup) { s.redis = &tp }
+}
+
+// besides makes the gate another instance beside other, as behind a load
+// balancer: the same database, Redis deployment, key prefix and mail folder.
+func besides(other *gate) gateOption {
+	return func(s *gateSetup) { s.besides = other }
 }
 
 // withSite sets the lines of the site's authgate block.
@@ -175,11 +199,19 @@ func startGate(t *testing.T, opts ...gateOption) *gate {
 		o(&setup)
 	}
 	bin := binary(t)
-	pg := testenv.PostgresURL(t) // first: its database is dropped last
-	redisURL := testenv.RedisURL(t)
-	g := &gate{t: t, prefix: testenv.Prefix(t)}
+	g := &gate{t: t}
 	dir := t.TempDir()
-	g.mailDir = filepath.Join(dir, "mail")
+	if o := setup.besides; o != nil {
+		g.pg, g.redis, g.prefix, g.mailDir = o.pg, o.redis, o.prefix, o.mailDir
+	} else {
+		g.pg = testenv.PostgresURL(t) // first: its database is dropped last
+		g.redis = testenv.Topology{Name: "single", URL: testenv.RedisURL(t)}
+		if setup.redis != nil {
+			g.redis = *setup.redis
+		}
+		g.prefix = testenv.Prefix(t)
+		g.mailDir = filepath.Join(dir, "mail")
+	}
 
 	upstream := httptest.NewServer(setup.upstream) // on 127.0.0.1
 	t.Cleanup(upstream.Close)
@@ -191,9 +223,10 @@ func startGate(t *testing.T, opts ...gateOption) *gate {
 	persist_config off
 	authgate {
 		postgres %q
-		redis %q
+		%s
 		redis_prefix %q
 		mail_dir %q
+		%s
 	}
 }
 
@@ -204,13 +237,15 @@ http://127.0.0.1:%d {
 	}
 	reverse_proxy %s
 }
-`, pg, redisURL, g.prefix, g.mailDir, port, setup.site, upstream.Listener.Addr())
+`, g.pg, g.redis.Directive(), g.prefix, g.mailDir, setup.global, port, setup.site, upstream.Listener.Addr())
 	config := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(config, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	g.config = config
 
 	logPath := filepath.Join(dir, "caddy.log")
+	g.log = logPath
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -272,16 +307,11 @@ http://127.0.0.1:%d {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	if g.db, err = sql.Open("postgres", pg); err != nil {
+	if g.db, err = sql.Open("postgres", g.pg); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.db.Close() })
-	ropts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.rdb = redis.NewClient(ropts)
-	t.Cleanup(func() { g.rdb.Close() })
+	g.rdb = testenv.RedisClient(t, g.redis)
 	return g
 }
 
