@@ -215,7 +215,10 @@ func (s *Store) listenRecovering(ctx context.Context, sweep <-chan time.Time, lo
 // stays silent too long, or ctx ends; a ping every second keeps it talking.
 // It returns once its ping goroutine has ended.
 func (s *Store) listen(ctx context.Context, sweep <-chan time.Time, logger *zap.Logger) error {
-	ps := s.rdb.SSubscribe(ctx, s.channel())
+	ps, node, err := s.subscribe(ctx)
+	if err != nil {
+		return err
+	}
 	defer ps.Close()
 	// A blocked read does not watch ctx: closing the subscription ends it,
 	// so that Watch returns at once when ctx ends (a config reload waits
@@ -253,6 +256,9 @@ func (s *Store) listen(ctx context.Context, sweep <-chan time.Time, logger *zap.
 		case *redis.Subscription:
 			switch m.Kind {
 			case "ssubscribe":
+				if err := masterOnly(ctx, node); err != nil {
+					return err
+				}
 				// Sessions may have ended while nobody listened: start empty.
 				s.cache.reset(true)
 				logger.Info("session cache on", zap.String("channel", m.Channel))
@@ -282,6 +288,41 @@ func (s *Store) listen(ctx context.Context, sweep <-chan time.Time, logger *zap.
 		default:
 		}
 	}
+}
+
+// subscribe subscribes to the announcements. On a cluster it does so on the
+// node its slot map names as the channel's master, and returns that node,
+// for masterOnly to check: a replica of the channel's shard accepts the
+// subscription too, and gets the messages, but SPUBLISH does not count its
+// subscribers, so that a change would not wait for this instance. That is
+// where a slot map from before a failover would send it.
+func (s *Store) subscribe(ctx context.Context) (*redis.PubSub, *redis.Client, error) {
+	c, ok := s.rdb.(*redis.ClusterClient)
+	if !ok {
+		return s.rdb.SSubscribe(ctx, s.channel()), nil, nil
+	}
+	node, err := c.MasterForKey(ctx, s.channel())
+	if err != nil {
+		return nil, nil, err
+	}
+	return node.SSubscribe(ctx, s.channel()), node, nil
+}
+
+// masterOnly checks that node (nil when not on a cluster) is a master: one
+// that accepted a shard subscription owns the channel's slot (another master
+// would have redirected it).
+func masterOnly(ctx context.Context, node *redis.Client) error {
+	if node == nil {
+		return nil
+	}
+	role, err := node.Do(ctx, "ROLE").Slice()
+	if err != nil {
+		return fmt.Errorf("asking the subscription's node for its role: %w", err)
+	}
+	if len(role) == 0 || role[0] != "master" {
+		return fmt.Errorf("subscribed on %s, which is no master (role %v): the slot map is out of date", node.Options().Addr, role)
+	}
+	return nil
 }
 
 // CacheLive tells whether the session cache is in use.

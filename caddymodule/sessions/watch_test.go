@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -367,3 +368,127 @@ func testCacheAcrossInstances(t *testing.T, tp testenv.Topology) {
 	}
 }
 
+// On a cluster the caches listen where the announcements' shard channel
+// lives: when its slot moves to another master (a failover, with the old
+// master still running, or after it died), each watcher turns its cache off
+// and subscribes again on the new master, where SPUBLISH counts it again.
+func TestWatchFollowsTheChannelsSlot(t *testing.T) {
+	c := testenv.OwnCluster(t)
+	tp := c.Topology()
+	a, rdb := newStore(t, tp, Config{TTL: time.Hour, MaxPerUser: 10, CacheSize: 10})
+	b, _ := newStore(t, tp, a.cfg)
+	logsA, logsB := watch(t, a), watch(t, b)
+	ons := func() int {
+		return logsA.FilterMessage("session cache on").Len() + logsB.FilterMessage("session cache on").Len()
+	}
+	for _, tc := range []struct {
+		name string
+		move func(t *testing.T, master, replica *testenv.Redis)
+		why  string // in the warning of the cache going off
+	}{
+		{"manual failover", func(t *testing.T, _, replica *testenv.Redis) {
+			rc := redis.NewClient(&redis.Options{Addr: replica.Addr()})
+			defer rc.Close()
+			if err := rc.Do(t.Context(), "CLUSTER", "FAILOVER").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}, "the channel's slot moved"},
+		{"master killed", func(t *testing.T, master, _ *testenv.Redis) {
+			if err := master.Stop(); err != nil {
+				t.Fatal(err)
+			}
+		}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := t.Context()
+			token, _, err := a.Create(ctx, Session{UserID: 1, Userhash: alice, Username: "alice"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range []*Store{a, b} {
+				if _, err := s.Lookup(ctx, token); err != nil || len(s.cache.entries) != 1 {
+					t.Fatalf("not cached: %v", err)
+				}
+			}
+			master, err := c.MasterOf(ctx, a.channel())
+			if err != nil {
+				t.Fatal(err)
+			}
+			replica := replicaOf(t, c, master)
+			before, offs := ons(), len(warnings(logsA, logsB))
+			tc.move(t, master, replica)
+			testenv.WaitFor(t, "both caches off and on again", func() bool {
+				return len(warnings(logsA, logsB)) >= offs+2 && ons() >= before+2 && a.CacheLive() && b.CacheLive()
+			})
+			for _, w := range warnings(logsA, logsB)[offs:] {
+				if !strings.Contains(w, tc.why) {
+					t.Errorf("the cache went off for %q, want %q", w, tc.why)
+				}
+			}
+			if err := c.WaitHealthy(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if now, err := c.MasterOf(ctx, a.channel()); err != nil || now != replica {
+				t.Fatalf("the channel's master is %s (%v), want the replica %s (was %s)", now.Addr(), err, replica.Addr(), master.Addr())
+			}
+			rc := redis.NewClient(&redis.Options{Addr: replica.Addr()})
+			defer rc.Close()
+			if n := rc.PubSubShardNumSub(ctx, a.channel()).Val()[a.channel()]; n != 2 {
+				t.Fatalf("%d subscribers on the new master, want 2", n)
+			}
+			heardBefore := heardKeys(t, rdb, a.cfg.Prefix)
+			if err := a.Delete(ctx, token); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := b.Lookup(ctx, token); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("B after the logout on A: %v", err)
+			}
+			for key, n := range heardKeys(t, rdb, a.cfg.Prefix) {
+				if _, old := heardBefore[key]; !old && n != "2" {
+					t.Fatalf("%s = %s, want 2", key, n)
+				}
+			}
+			if !master.Running() {
+				if err := master.Start(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.WaitHealthy(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// warnings returns the errors with which the caches went off.
+func warnings(logs ...*observer.ObservedLogs) []string {
+	var out []string
+	for _, l := range logs {
+		for _, e := range l.FilterMessage("session cache off: subscription lost, every request asks Redis").All() {
+			out = append(out, fmt.Sprint(e.ContextMap()["error"]))
+		}
+	}
+	return out
+}
+
+// replicaOf returns the node of c that replicates master.
+func replicaOf(t *testing.T, c *testenv.Cluster, master *testenv.Redis) *testenv.Redis {
+	t.Helper()
+	for _, node := range c.Nodes {
+		if node == master || !node.Running() {
+			continue
+		}
+		rc := redis.NewClient(&redis.Options{Addr: node.Addr()})
+		info, err := rc.Info(t.Context(), "replication").Result()
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, port, _ := strings.Cut(master.Addr(), ":")
+		if strings.Contains(info, "role:slave") && strings.Contains(info, "master_port:"+port+"\r\n") {
+			return node
+		}
+	}
+	t.Fatalf("no replica of %s", master.Addr())
+	return nil
+}
