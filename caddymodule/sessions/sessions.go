@@ -384,16 +384,20 @@ return over
 
 // endScript ends one session, and the user's hash with it when no live
 // session is left. KEYS[1] the user's hash; ARGV: session field, now (Unix
-// s), idle (s). Returns 1 if the session was there, else 0.
+// s), idle (s). Returns 1 if the session was live, else 0.
 var endScript = redis.NewScript(luaEnds + `
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
 local now, idle = tonumber(ARGV[2]), tonumber(ARGV[3])
 local all = redis.call('HGETALL', KEYS[1])
+local left = false
 for i = 1, #all, 2 do
-  if #all[i] == 16 and ends(all[i + 1], idle) > now then return 1 end
+  if #all[i] == 16 and ends(all[i + 1], idle) > now then left = true end
 end
-redis.call('DEL', KEYS[1])
-return 1
+if not left then redis.call('DEL', KEYS[1]) end
+if ends(v, idle) > now then return 1 end
+return 0
 `)
 
 // revokeScript ends every session of the user but one (ARGV[1], "" for
@@ -607,41 +611,49 @@ func (s *Store) refresh(sess Session, sid id, now time.Time) {
 }
 
 // Delete ends the session of token. Ending a session that does not exist is
-// not an error.
+// not an error, and is announced all the same: a cache may hold a session
+// that Redis lost (a failover before its replica had it).
 func (s *Store) Delete(ctx context.Context, token string) error {
 	userhash, secret, ok := split(token)
 	if !ok {
 		return nil
 	}
-	return s.end(ctx, userhash, idOf(secret))
+	_, err := s.end(ctx, userhash, idOf(secret), true)
+	return err
 }
 
-// End ends the session of the user with the id that List (or Lookup) gave.
-// Ending a session that does not exist is not an error; an id of another
-// shape is.
+// End ends the user's session whose id (as List gives it) is sessionID,
+// and returns ErrNotFound when the user has no such live session, an id or
+// userhash of another shape included. Only the ending of a live session is
+// announced: an id made up by a client costs the other instances nothing.
 func (s *Store) End(ctx context.Context, userhash, sessionID string) error {
 	sid, ok := parseID(sessionID)
-	if !ok {
-		return fmt.Errorf("ending session: id %q is not 32 hex digits", sessionID)
+	if !ok || !validUserhash(userhash) {
+		return ErrNotFound
 	}
-	if !validUserhash(userhash) {
-		return fmt.Errorf("ending session: userhash %q is not 32 hex digits", userhash)
+	ended, err := s.end(ctx, userhash, sid, false)
+	if err == nil && !ended {
+		err = ErrNotFound
 	}
-	return s.end(ctx, userhash, sid)
+	return err
 }
 
-func (s *Store) end(ctx context.Context, userhash string, sid id) error {
+// end ends a session and tells whether it was live; always says whether to
+// announce it when it was not.
+func (s *Store) end(ctx context.Context, userhash string, sid id, always bool) (bool, error) {
 	if s.cache != nil {
 		s.cache.dropUser(userhash)
 	}
-	err := endScript.Run(ctx, s.rdb, []string{s.key(userhash)}, string(sid[:]), s.now().Unix(), s.idleSeconds()).Err()
+	n, err := endScript.Run(ctx, s.rdb, []string{s.key(userhash)}, string(sid[:]), s.now().Unix(), s.idleSeconds()).Int()
 	if err != nil {
-		return fmt.Errorf("ending session: %w", store.RedisErr(err))
+		return false, fmt.Errorf("ending session: %w", store.RedisErr(err))
 	}
-	if err := s.announce(ctx, userhash); err != nil {
-		return fmt.Errorf("ending session: %w", err)
+	if n == 1 || always {
+		if err := s.announce(ctx, userhash); err != nil {
+			return n == 1, fmt.Errorf("ending session: %w", err)
+		}
 	}
-	return nil
+	return n == 1, nil
 }
 
 // RevokeUser ends every session of the user except the one with id keepID
