@@ -531,7 +531,7 @@ func (s *Store) Lookup(ctx context.Context, token string) (Session, error) {
 	var gen uint64
 	if s.cache != nil {
 		if sess, ok := s.cache.get(sid, now); ok && sess.Userhash == userhash && s.live(sess, now) {
-			s.refresh(sess, sid, now)
+			s.refresh(&sess, sid, now)
 			return sess, nil
 		}
 		gen = s.cache.gen.Load()
@@ -545,7 +545,7 @@ func (s *Store) Lookup(ctx context.Context, token string) (Session, error) {
 		return Session{}, ErrNotFound
 	}
 	sess.ID = sid.String()
-	s.refresh(sess, sid, now)
+	s.refresh(&sess, sid, now)
 	if s.cache != nil {
 		s.cache.put(sid, sess, gen, now)
 	}
@@ -579,10 +579,16 @@ func (s *Store) idleSeconds() int64 { return int64(s.cfg.Idle / time.Second) }
 // once at a time per session and touchMax at most: the request that
 // noticed does not wait, and a write that is skipped is made by a later
 // lookup.
-func (s *Store) refresh(sess Session, sid id, now time.Time) {
+func (s *Store) refresh(sess *Session, sid id, now time.Time) {
 	if now.Sub(time.Unix(sess.Seen, 0)) < s.refreshEvery {
 		return
 	}
+	s.touch(sess.Userhash, sid, now.Unix())
+}
+
+// touch writes a session's Seen in the background (see refresh). Apart
+// from refresh, so that the request path passes nothing to a goroutine.
+func (s *Store) touch(userhash string, sid id, seen int64) {
 	s.touchMu.Lock()
 	if _, busy := s.touching[sid]; busy || len(s.touching) >= touchMax {
 		s.touchMu.Unlock()
@@ -590,7 +596,6 @@ func (s *Store) refresh(sess Session, sid id, now time.Time) {
 	}
 	s.touching[sid] = struct{}{}
 	s.touchMu.Unlock()
-	seen := now.Unix()
 	s.touches.Add(1)
 	go func() {
 		defer s.touches.Done()
@@ -601,7 +606,7 @@ func (s *Store) refresh(sess Session, sid id, now time.Time) {
 		}()
 		ctx, cancel := context.WithTimeout(context.Background(), store.IOTimeout)
 		defer cancel()
-		err := touchScript.Run(ctx, s.rdb, []string{s.key(sess.Userhash)}, string(sid[:]), seen, s.idleSeconds()).Err()
+		err := touchScript.Run(ctx, s.rdb, []string{s.key(userhash)}, string(sid[:]), seen, s.idleSeconds()).Err()
 		// Written or not (a session ended meanwhile), the cached copy may
 		// stop asking; on an error the next lookup tries again.
 		if err == nil && s.cache != nil {
