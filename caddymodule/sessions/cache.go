@@ -37,9 +37,10 @@ import (
 // of the node it was sent to got the message, while the cluster bus carries
 // it to the other nodes' subscribers uncounted; the wait would end early.
 // A shard channel lives in one slot: SPUBLISH goes to the master that owns
-// it, every instance's SSUBSCRIBE too (go-redis subscribes to the slot's
-// master unless the client reads from replicas, which authgate's does not),
-// so SPUBLISH's count is every listener there is. On a single server and
+// it, every instance's SSUBSCRIBE too (on a cluster, to the node the slot map
+// names, which must then say it is a master: a replica of the shard would
+// take the subscription but not be counted), so SPUBLISH's count is every
+// listener there is. On a single server and
 // with Sentinel the channel is the master's, as before. When the slot
 // leaves the node (a failover, a resharding) Redis ends the subscription
 // with an sunsubscribe message; when Sentinel demotes a master it kills its

@@ -14,8 +14,8 @@
 // hundred), where the chance is below 2^-110.
 //
 // Every session of a user lives in one Redis hash, whose key carries the
-// userhash as hash tag so that on Redis Cluster it has a slot of its own
-// choosing and every script below touches a single declared key:
+// userhash as hash tag: on Redis Cluster all of a user's data is in one
+// slot, and every script below touches the one key it declares.
 //
 //	<prefix>:{<userhash>}
 //	  u          user id (uvarint) + username: what the gate passes upstream
@@ -23,18 +23,20 @@
 //	  <16 bytes> a session id: its record (see record below)
 //
 // Why one hash per user rather than a key per session plus an index: a key
-// costs Redis about 100 bytes of overhead (dict entry, key string, object,
-// expiry entry) before its value, and the index repeated every id. A small
-// hash is stored as one listpack, a flat byte array with a few bytes of
-// overhead per field, for as long as it has at most 128 fields of at most
-// 64 bytes each (hash-max-listpack-entries and hash-max-listpack-value,
-// Redis 7's defaults): every field here is kept within that, so a session
-// costs its 16-byte id, a record of 30 to 64 bytes and a share of one key
-// (BENCHMARKS.md has the figures). It also keeps what the index gave: all
-// of a user's sessions in one place, so ending them all is one DEL and
-// max_sessions is counted where the sessions are. A username or email over
-// 64 bytes, or max_sessions above 126, only makes that user's hash a real
-// hash table: more memory for that user, same behaviour.
+// costs Redis about 150 bytes before its value (dict entries, key string,
+// object, expiry, buckets), the index repeated every id, and JSON every
+// field's name: 641 bytes a session. A small hash is stored as one
+// listpack, a flat byte array with a few bytes of overhead per field, for
+// as long as it has at most 128 fields of at most 64 bytes each
+// (hash-max-listpack-entries and hash-max-listpack-value, Redis 7's
+// defaults): every field here is kept within that, so a session costs its
+// 16-byte id, a record of 14 to 64 bytes and a share of one key: 257 bytes
+// with one session per user, 79 with ten (BENCHMARKS.md). It also keeps
+// what the index gave: all of a user's sessions in one place, so ending
+// them all is one DEL and max_sessions is counted where the sessions are. A
+// username or email over 64 bytes, or max_sessions above 126, only makes
+// that user's hash a real hash table: more memory for that user, same
+// behaviour.
 //
 // Redis 7.0 has no expiry per hash field (HEXPIRE came in 7.4), so a
 // record carries its own end: Lookup checks it, Create prunes the dead
