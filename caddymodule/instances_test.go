@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
@@ -200,11 +201,11 @@ func TestRevocationAcrossInstances(t *testing.T) {
 	testenv.WaitFor(t, "both watchers to subscribe again", func() bool {
 		return logged(t, e.logFile, cacheOn) > aOn && logged(t, bLog, cacheOn) > bOn
 	})
-	keys := e.rdb.Keys(ctx, e.prefix+":*:session:*").Val()
-	if len(keys) != 1 {
-		t.Fatalf("session keys %v", keys)
+	if stored := e.storedSessions(); len(stored) != 1 {
+		t.Fatalf("sessions %v", stored)
 	}
-	e.rdb.Del(ctx, keys[0]) // no PUBLISH
+	key, field, _ := sessions.Where(e.prefix, keep)
+	e.rdb.HDel(ctx, key, field) // no announcement
 	if status, _ := whoOn(t, b, keep); status != 401 {
 		t.Fatalf("B served a session deleted while its subscription was down: %d", status)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/store"
 	"github.com/authgate/authgate/caddymodule/throttle"
+	"github.com/authgate/authgate/caddymodule/useragent"
 	"github.com/authgate/authgate/caddymodule/username"
 )
 
@@ -85,6 +86,9 @@ type Attempt struct {
 	Username string
 	IP       string
 	Device   string
+	// UserAgent is the client's User-Agent, kept (summarised) with a
+	// session started by this attempt.
+	UserAgent string
 }
 
 // ReauthWindow is how long after its login a session may change the
@@ -97,7 +101,7 @@ func (s *Service) Login(ctx context.Context, at Attempt, pw string) (accounts.Us
 	if err != nil {
 		return accounts.User{}, "", sessions.Session{}, err
 	}
-	token, sess, err := s.StartSession(ctx, u)
+	token, sess, err := s.StartSession(ctx, u, at, "pwd")
 	if err != nil {
 		s.metrics.Login(resultOf(err))
 		return accounts.User{}, "", sessions.Session{}, err
@@ -221,14 +225,20 @@ func (s *Service) UserByName(ctx context.Context, name string) (accounts.User, e
 // established (after login, registration with autologin, password change).
 // An account whose name is refused (made before names were checked as they
 // are now) gets none, ErrUnknownUser: its name must not reach the upstream.
-func (s *Service) StartSession(ctx context.Context, u accounts.User) (string, sessions.Session, error) {
+// at says where from (its address and User-Agent are kept with the session);
+// amr says how the identity was established ("pwd" when empty).
+func (s *Service) StartSession(ctx context.Context, u accounts.User, at Attempt, amr ...string) (string, sessions.Session, error) {
 	if u.Canonical == "" {
 		if _, err := username.Canonical(u.Username); err != nil {
 			return "", sessions.Session{}, ErrUnknownUser
 		}
 	}
+	if len(amr) == 0 {
+		amr = []string{"pwd"}
+	}
 	token, sess, err := s.sessions.Create(ctx, sessions.Session{
 		UserID: u.ID, Userhash: u.Userhash, Username: u.Username, Email: u.Email,
+		IP: at.IP, Device: useragent.Summary(at.UserAgent), AMR: amr,
 	})
 	if err != nil {
 		s.storeError(err)

@@ -447,7 +447,7 @@ func otpRig(t *testing.T) (r *rig, alice accounts.User, reqid, code string) {
 	r = newRig(t)
 	alice = r.user("alice", alicePW, "alice@example.com")
 	for range 2 {
-		if _, _, err := r.svc.StartSession(t.Context(), alice); err != nil {
+		if _, _, err := r.svc.StartSession(t.Context(), alice, Attempt{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -558,7 +558,7 @@ func tokenRig(t *testing.T) (r *rig, alice accounts.User, token string) {
 	r = newRig(t)
 	alice = r.user("alice", alicePW, "alice@example.com")
 	for range 2 {
-		if _, _, err := r.svc.StartSession(t.Context(), alice); err != nil {
+		if _, _, err := r.svc.StartSession(t.Context(), alice, Attempt{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -699,7 +699,7 @@ func TestFreshLogin(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := newRig(t)
-			_, sess, err := r.svc.StartSession(t.Context(), r.user("alice", alicePW, ""))
+			_, sess, err := r.svc.StartSession(t.Context(), r.user("alice", alicePW, ""), Attempt{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -739,7 +739,7 @@ func TestChangePassword(t *testing.T) {
 			alice := r.user("alice", alicePW, "alice@example.com")
 			var ids []string
 			for range 3 {
-				_, sess, err := r.svc.StartSession(t.Context(), alice)
+				_, sess, err := r.svc.StartSession(t.Context(), alice, Attempt{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -847,11 +847,11 @@ func TestSessionPaths(t *testing.T) {
 			t.Parallel()
 			r := newRig(t)
 			alice := r.user("alice", alicePW, "")
-			token, _, err := r.svc.StartSession(t.Context(), alice)
+			token, _, err := r.svc.StartSession(t.Context(), alice, Attempt{})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, _, err := r.svc.StartSession(t.Context(), alice); err != nil {
+			if _, _, err := r.svc.StartSession(t.Context(), alice, Attempt{}); err != nil {
 				t.Fatal(err)
 			}
 			if tc.down {
@@ -923,7 +923,7 @@ func TestStartSessionRefusedName(t *testing.T) {
 	r.accounts.mu.Lock()
 	old := r.accounts.add(accounts.User{Username: "old;name", PasswordHash: "fake$" + alicePW})
 	r.accounts.mu.Unlock()
-	if _, _, err := r.svc.StartSession(t.Context(), old); !errors.Is(err, ErrUnknownUser) {
+	if _, _, err := r.svc.StartSession(t.Context(), old, Attempt{}); !errors.Is(err, ErrUnknownUser) {
 		t.Fatalf("error %v", err)
 	}
 	if _, _, _, err := r.svc.Login(t.Context(), Attempt{Username: "old;name", IP: ip}, alicePW); !errors.Is(err, ErrUnknownUser) {
@@ -973,5 +973,27 @@ func TestHumanDuration(t *testing.T) {
 				t.Fatalf("HumanDuration(%s) = %q, want %q", tc.d, got, tc.want)
 			}
 		})
+	}
+}
+
+// A session keeps where and how it was started: the account page lists it,
+// the gate passes the methods upstream.
+func TestLoginSessionRecord(t *testing.T) {
+	t.Parallel()
+	r := newRig(t)
+	r.user("alice", alicePW, "")
+	ua := "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+	_, token, sess, err := r.svc.Login(t.Context(), Attempt{Username: "alice", IP: ip, UserAgent: ua}, alicePW)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := r.sessions.Lookup(t.Context(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []sessions.Session{sess, stored} {
+		if s.IP != ip || s.Device != "Firefox on Linux" || !slices.Equal(s.AMR, []string{"pwd"}) {
+			t.Errorf("session %+v: want IP %s, device Firefox on Linux, amr [pwd]", s, ip)
+		}
 	}
 }

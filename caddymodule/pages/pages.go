@@ -156,7 +156,7 @@ func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
 		p.render(w, status, "register", v)
 		return
 	}
-	token, sess, err := p.Service.StartSession(r.Context(), u)
+	token, sess, err := p.Service.StartSession(r.Context(), u, p.Cookie.Attempt(r, u.Username))
 	if err != nil {
 		// The account exists; only the automatic login failed.
 		http.Redirect(w, r, p.Prefix+"/login?redirect="+url.QueryEscape(v.Redirect), http.StatusSeeOther)

@@ -52,7 +52,7 @@ type Service interface {
 	Verify(ctx context.Context, at auth.Attempt, password string) (accounts.User, error)
 	RefuseLogin(ctx context.Context, at auth.Attempt) error
 	Register(ctx context.Context, username, password, email, ip string) (accounts.User, error)
-	StartSession(ctx context.Context, u accounts.User) (string, sessions.Session, error)
+	StartSession(ctx context.Context, u accounts.User, at auth.Attempt, amr ...string) (string, sessions.Session, error)
 	Authenticate(ctx context.Context, token string) (sessions.Session, error)
 	FreshLogin(sess sessions.Session) bool
 	Account(ctx context.Context, sess sessions.Session) (accounts.User, error)
@@ -366,7 +366,7 @@ func (a *API) resetLink(token string) string {
 }
 
 func (a *API) startSession(w http.ResponseWriter, r *http.Request, u accounts.User) bool {
-	token, sess, err := a.Service.StartSession(r.Context(), u)
+	token, sess, err := a.Service.StartSession(r.Context(), u, a.Cookie.Attempt(r, u.Username))
 	if errors.Is(err, auth.ErrUnknownUser) { // a name refused since it was made
 		reply(w, http.StatusOK, false, msgUnauthorized)
 		return false

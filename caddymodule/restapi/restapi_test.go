@@ -64,7 +64,7 @@ func (f *fakeService) Register(context.Context, string, string, string, string) 
 	return ann, f.call("Register")
 }
 
-func (f *fakeService) StartSession(context.Context, accounts.User) (string, sessions.Session, error) {
+func (f *fakeService) StartSession(context.Context, accounts.User, auth.Attempt, ...string) (string, sessions.Session, error) {
 	return annToken, annSess, f.call("StartSession")
 }
 

@@ -106,9 +106,9 @@ func (c Cookie) LoggedIn(w http.ResponseWriter, r *http.Request, devices DeviceI
 }
 
 // Attempt describes this request's attempt at username's secret: the
-// client IP and the device cookie, if any.
+// client IP, the device cookie, if any, and the User-Agent.
 func (c Cookie) Attempt(r *http.Request, username string) auth.Attempt {
-	at := auth.Attempt{Username: username, IP: ClientIP(r)}
+	at := auth.Attempt{Username: username, IP: ClientIP(r), UserAgent: r.UserAgent()}
 	if ck, err := r.Cookie(c.Device().Name); err == nil {
 		at.Device = ck.Value
 	}

@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +28,7 @@ import (
 	_ "github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/testenv"
 	"github.com/authgate/authgate/cmd/internal/demo"
 )
@@ -358,36 +357,44 @@ func (g *gate) login(username, password string) string {
 	return m.SSID
 }
 
-// sessionKey is the Redis key of the session of token:
-// <prefix>:{<userhash>}:session:<sha256 hex of the secret part>.
+// sessionKey names where Redis keeps the session of token (see
+// sessions.Where), for messages.
 func (g *gate) sessionKey(token string) string {
 	g.t.Helper()
-	userhash, secret, ok := strings.Cut(token, ".")
-	if !ok || len(userhash) != 32 {
+	key, field, ok := sessions.Where(g.prefix, token)
+	if !ok {
 		g.t.Fatalf("session token %q is not <userhash>.<secret>", token)
 	}
-	sum := sha256.Sum256([]byte(secret))
-	return g.prefix + ":{" + userhash + "}:session:" + hex.EncodeToString(sum[:])
+	return fmt.Sprintf("%s, field %x", key, field)
 }
 
 // sessionExists reports whether Redis holds the session of token.
 func (g *gate) sessionExists(token string) bool {
 	g.t.Helper()
-	n, err := g.rdb.Exists(context.Background(), g.sessionKey(token)).Result()
+	key, field, ok := sessions.Where(g.prefix, token)
+	if !ok {
+		g.t.Fatalf("session token %q is not <userhash>.<secret>", token)
+	}
+	n, err := g.rdb.HExists(context.Background(), key, field).Result()
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	return n == 1
+	return n
 }
 
-// sessionKeys lists every session key under the gate's prefix.
+// sessionKeys lists the ids of every session Redis holds under the gate's
+// prefix.
 func (g *gate) sessionKeys() []string {
 	g.t.Helper()
-	keys, err := testenv.Keys(context.Background(), g.rdb, g.prefix+":*:session:*")
+	stored, err := sessions.Stored(context.Background(), g.rdb, g.prefix)
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	return keys
+	var ids []string
+	for _, s := range stored {
+		ids = append(ids, s.ID)
+	}
+	return ids
 }
 
 // passwordHash returns the stored hash of username's password.
