@@ -1,6 +1,7 @@
 # make run: the plugin with throwaway stores and a demo app on :8080
-# make test: every test, against throwaway stores unless AUTHGATE_POSTGRES and
-#            AUTHGATE_REDIS name others
+# make test: every test, against throwaway stores unless AUTHGATE_POSTGRES,
+#            AUTHGATE_REDIS, AUTHGATE_REDIS_CLUSTER ("<addr> ...") and
+#            AUTHGATE_REDIS_SENTINEL ("<master> <addr> ...") name others
 # make build: bin/caddy, built by xcaddy from xcaddy.json
 # make bench: the gate measured against plain Caddy and the alternatives,
 #             and the bounds on time (a frozen Redis, a stalled mailer),
@@ -73,8 +74,9 @@ fuzz:
 devstores:
 	go build -o bin/devstores ./cmd/devstores
 
+# redis-tools: redis-cli, which creates the tests' Redis Cluster.
 deps:
-	@$(call need,postgresql redis-server chromium)
+	@$(call need,postgresql redis-server redis-tools chromium)
 
 deps-stores:
 	@$(call need,postgresql redis-server)
@@ -88,6 +90,7 @@ need = missing=; \
 	for p in $(1); do \
 		case $$p in \
 		postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1;; \
+		redis-tools) command -v redis-cli >/dev/null;; \
 		*) command -v $$p >/dev/null;; \
 		esac || missing="$$missing $$p"; \
 	done; \

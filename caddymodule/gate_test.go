@@ -82,9 +82,7 @@ func TestGateAccountPathsAreCanonical(t *testing.T) {
 	e.register("nora", "nora-password", "")
 	creds := map[string]any{"username": "nora", "password": "nora-password"}
 
-	sessions := func() int {
-		return len(e.rdb.Keys(t.Context(), e.prefix+":*:session:*").Val())
-	}
+	sessions := e.sessionCount
 	// An escaped letter is the same path to everyone.
 	r := e.do(nil, "POST", "/auth/users/%6Cogin", creds)
 	e.expect(r, 200, "true", "")

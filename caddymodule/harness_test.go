@@ -36,24 +36,28 @@ type env struct {
 	base     string // http://127.0.0.1:port
 	host     string // the Host requests carry, when not base's
 	pg       string
-	redisURL string
+	redisURL string           // a single server's, unless redis is another deployment
+	redis    testenv.Topology // the deployment the config names
 	prefix   string
 	users    string // where the users dialect is: /auth, or users_api
 	mailDir  string
 	logFile  string
 	db       *sql.DB
-	rdb      *redis.Client
+	rdb      redis.UniversalClient
 	apps     map[string]any
 
-	caddyfile string       // the config newEnv loaded
-	upstream  *http.Server // the upstream echoIdentity runs in
-	reached   *reached     // what the upstream got; shared by the env's copies
+	caddyfile    string       // the config newEnv loaded
+	upstream     *http.Server // the upstream echoIdentity runs in
+	upstreamAddr string       // its host:port
+	reached      *reached     // what the upstream got; shared by the env's copies
 }
 
 // reached counts the requests the upstream got, by Remote-User.
 type reached struct {
 	mu     sync.Mutex
 	byUser map[string]int
+	// record, when set, sees every request the upstream gets.
+	record func(*http.Request)
 }
 
 // options change the generated Caddyfile.
@@ -63,6 +67,8 @@ type options struct {
 	usersAPI string // users_api of the site, if any
 	postgres string // default: a fresh database on the shared server
 	redis    string // default: the shared server
+	// topology is a Redis Cluster or Sentinel group to use instead.
+	topology *testenv.Topology
 	smtp     string // an SMTP URL instead of the mail_dir mailer
 	caddy    string // extra lines in Caddy's own global options
 	// address is the site address, with %d for the port; default
@@ -92,8 +98,12 @@ func newEnv(t testing.TB, opts options) *env {
 	if e.pg == "" {
 		e.pg = testenv.PostgresURL(t)
 	}
-	if e.redisURL == "" {
+	if e.redisURL == "" && opts.topology == nil {
 		e.redisURL = testenv.RedisURL(t)
+	}
+	e.redis = testenv.Topology{Name: "single", URL: e.redisURL}
+	if opts.topology != nil {
+		e.redis = *opts.topology
 	}
 	dir := t.TempDir()
 	e.mailDir = filepath.Join(dir, "mail")
@@ -102,7 +112,11 @@ func newEnv(t testing.TB, opts options) *env {
 	upstream := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		e.reached.mu.Lock()
 		e.reached.byUser[r.Header.Get("Remote-User")]++
+		record := e.reached.record
 		e.reached.mu.Unlock()
+		if record != nil {
+			record(r)
+		}
 		echoIdentity(w, r)
 	}), ReadHeaderTimeout: 5 * time.Second}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -111,7 +125,7 @@ func newEnv(t testing.TB, opts options) *env {
 	}
 	go func() { _ = upstream.Serve(ln) }()
 	t.Cleanup(func() { _ = upstream.Close() })
-	e.upstream = upstream
+	e.upstream, e.upstreamAddr = upstream, ln.Addr().String()
 
 	mailer := "mail_dir " + e.mailDir
 	if opts.smtp != "" {
@@ -132,7 +146,7 @@ func newEnv(t testing.TB, opts options) *env {
 	%s
 	authgate {
 		postgres %s
-		redis %s
+		%s
 		redis_prefix %s
 		%s
 		%s
@@ -146,7 +160,7 @@ func newEnv(t testing.TB, opts options) *env {
 	}
 	reverse_proxy %s
 }
-`, e.logFile, opts.caddy, e.pg, e.redisURL, e.prefix, mailer, opts.global, fmt.Sprintf(opts.address, port), opts.site, ln.Addr())
+`, e.logFile, opts.caddy, e.pg, e.redis.Directive(), e.prefix, mailer, opts.global, fmt.Sprintf(opts.address, port), opts.site, ln.Addr())
 	e.caddyfile = cfg
 	e.load(cfg)
 
@@ -155,12 +169,7 @@ func newEnv(t testing.TB, opts options) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.db.Close() })
-	ropts, err := redis.ParseURL(e.redisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.rdb = redis.NewClient(ropts)
-	t.Cleanup(func() { _ = e.rdb.Close() })
+	e.rdb = testenv.RedisClient(t, e.redis)
 	return e
 }
 

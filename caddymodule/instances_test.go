@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
@@ -47,8 +48,22 @@ func caddyBinary(t testing.TB) string {
 
 // secondInstance runs the real binary against the env's stores, as another
 // Caddy sharing the same PostgreSQL and Redis, and returns its base URL and
-// the file its log goes to.
+// the file its log goes to. Its gate answers with the user's name.
 func (e *env) secondInstance(site string) (base, logFile string) {
+	e.t.Helper()
+	return e.instance(site, `respond "{http.auth.user.id}" 200`)
+}
+
+// proxyInstance is secondInstance with a gate in front of the env's own
+// upstream, as a second instance behind a load balancer has.
+func (e *env) proxyInstance(site string) (base, logFile string) {
+	e.t.Helper()
+	return e.instance(site, "reverse_proxy "+e.upstreamAddr)
+}
+
+// instance runs the real binary with the site's authgate lines and the
+// handler after it.
+func (e *env) instance(site, handler string) (base, logFile string) {
 	e.t.Helper()
 	bin := caddyBinary(e.t)
 	port := testenv.FreePort(e.t)
@@ -58,7 +73,7 @@ func (e *env) secondInstance(site string) (base, logFile string) {
 	persist_config off
 	authgate {
 		postgres %s
-		redis %s
+		%s
 		redis_prefix %s
 		mail_dir %s
 	}
@@ -68,9 +83,9 @@ http://127.0.0.1:%d {
 	authgate {
 		%s
 	}
-	respond "{http.auth.user.id}" 200
+	%s
 }
-`, e.pg, e.redisURL, e.prefix, e.mailDir, port, site)
+`, e.pg, e.redis.Directive(), e.prefix, e.mailDir, port, site, handler)
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		e.t.Fatal(err)
@@ -186,11 +201,11 @@ func TestRevocationAcrossInstances(t *testing.T) {
 	testenv.WaitFor(t, "both watchers to subscribe again", func() bool {
 		return logged(t, e.logFile, cacheOn) > aOn && logged(t, bLog, cacheOn) > bOn
 	})
-	keys := e.rdb.Keys(ctx, e.prefix+":*:session:*").Val()
-	if len(keys) != 1 {
-		t.Fatalf("session keys %v", keys)
+	if stored := e.storedSessions(); len(stored) != 1 {
+		t.Fatalf("sessions %v", stored)
 	}
-	e.rdb.Del(ctx, keys[0]) // no PUBLISH
+	key, field, _ := sessions.Where(e.prefix, keep)
+	e.rdb.HDel(ctx, key, field) // no announcement
 	if status, _ := whoOn(t, b, keep); status != 401 {
 		t.Fatalf("B served a session deleted while its subscription was down: %d", status)
 	}

@@ -2,9 +2,6 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -14,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/authgate/authgate/caddymodule/device"
+	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/testenv"
 	"github.com/authgate/authgate/caddymodule/throttle"
 )
@@ -129,9 +125,17 @@ func (e *env) passwordHash(username string) string {
 	return e.scalar("SELECT password_hash FROM authgate.users WHERE username = $1", username).(string)
 }
 
-func (e *env) sessionCount() int {
-	return strings.Count(e.redisDump(), ":session:")
+// storedSessions returns every session Redis holds under the env's prefix.
+func (e *env) storedSessions() []sessions.Session {
+	e.t.Helper()
+	list, err := sessions.Stored(context.Background(), e.rdb, e.prefix)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return list
 }
+
+func (e *env) sessionCount() int { return len(e.storedSessions()) }
 
 // Guesses from many addresses spend the user's shared allowance and are
 // stopped by it; the owner's client, with its device cookie, still gets in.
@@ -472,26 +476,32 @@ func TestConcurrentGuessesCountedUpFront(t *testing.T) {
 	e.expect(e.do(nil, "POST", "/auth/users/login", userPass("bruno", "bruno-password")), 429, false, "TOO_MANY_ATTEMPTS")
 }
 
-// sessionKey is the Redis key of the session of token.
-func (e *env) sessionKey(token string) string {
-	sum := sha256.Sum256([]byte(token[33:]))
-	return e.prefix + ":{" + token[:32] + "}:session:" + hex.EncodeToString(sum[:])
-}
-
-// age makes the session of token look as if its login were long ago.
-func (e *env) age(token string, by time.Duration) {
+// age gives client c, in place of its session token, a session of the
+// same user whose login was long ago, and returns its token.
+func (e *env) age(c *http.Client, token string, by time.Duration) string {
 	e.t.Helper()
 	ctx := context.Background()
-	key := e.sessionKey(token)
-	var record map[string]any
-	if err := json.Unmarshal([]byte(e.rdb.Get(ctx, key).Val()), &record); err != nil {
-		e.t.Fatalf("session record: %v", err)
-	}
-	record["c"] = time.Now().Add(-by).Unix()
-	b, _ := json.Marshal(record)
-	if err := e.rdb.SetArgs(ctx, key, b, redis.SetArgs{KeepTTL: true}).Err(); err != nil {
+	store := sessions.New(e.rdb, sessions.Config{Prefix: e.prefix, TTL: time.Hour})
+	sess, err := store.Lookup(ctx, token)
+	if err != nil {
 		e.t.Fatal(err)
 	}
+	sess.Created = time.Now().Add(-by).Unix()
+	sess.Expires, sess.Seen = sess.Created+int64(24*time.Hour/time.Second), 0
+	p := e.rdb.Pipeline()
+	aged, err := store.Seed(ctx, p, sess)
+	if err == nil {
+		_, err = p.Exec(ctx)
+	}
+	if err == nil {
+		err = store.Delete(ctx, token)
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	u, _ := url.Parse(e.base)
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: "authgate_session", Value: aged[0], Path: "/"}})
+	return aged[0]
 }
 
 // A session may change the password alone only in the minutes after its
@@ -525,7 +535,7 @@ func TestRESTPasswordChangeNeedsReauth(t *testing.T) {
 
 	// Later, it will not.
 	e.expectREST(e.do(other, "POST", "/api/user/account", nil, "Authorization", basic("zelda", "zelda-password-2")), 200, true, "Successful login")
-	e.age(token, 10*time.Minute)
+	token = e.age(c, token, 10*time.Minute)
 	hash = e.passwordHash("zelda")
 	for _, body := range []string{`{"password":"stolen-password"}`, `{"password":"stolen-password","current_password":""}`} {
 		r = change(c, "", body)

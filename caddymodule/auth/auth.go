@@ -148,6 +148,7 @@ func (s *Service) Verify(ctx context.Context, at Attempt, pw string) (accounts.U
 	case err != nil:
 		s.storeError(err)
 		s.metrics.Login("error")
+		s.takeBack(ctx, subject)
 		return accounts.User{}, err
 	}
 	ok, rehash, err := s.hasher.Verify(ctx, pw, u.PasswordHash)
@@ -690,6 +691,16 @@ func (s *Service) checkThrottle(ctx context.Context, subject throttle.Subject) e
 func (s *Service) forget(ctx context.Context, subject throttle.Subject) {
 	if err := s.throttle.Forget(ctx, subject); err != nil {
 		s.logger.Warn("clearing throttle", zap.String("kind", subject.Kind), zap.Error(err))
+	}
+}
+
+// takeBack takes back the count of an attempt that was never judged,
+// because a store failed before the secret was checked: retries through an
+// outage must not lock the user (or everyone behind one address) out once
+// it is over. Failing to costs the subject that one attempt.
+func (s *Service) takeBack(ctx context.Context, subject throttle.Subject) {
+	if err := s.throttle.TakeBack(ctx, subject); err != nil {
+		s.logger.Warn("taking back an attempt", zap.String("kind", subject.Kind), zap.Error(err))
 	}
 }
 

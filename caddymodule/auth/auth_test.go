@@ -149,10 +149,11 @@ func TestLogin(t *testing.T) {
 			want: errThrottled, metrics: map[string]int{"login/throttled": 1, "throttled/login": 1},
 		},
 		{
-			name:  "account store down",
-			setup: func(r *rig) { r.accounts.err = pgDown },
+			name:  "account store down: the attempt is taken back, not the earlier failures",
+			setup: func(r *rig) { r.accounts.err = pgDown; r.throttle.set("login/user/alice", 2) },
 			at:    Attempt{Username: "alice", IP: ip}, pw: alicePW,
 			want: pgDown, metrics: map[string]int{"store_error/postgres": 1, "login/error": 1},
+			counts: map[string]int{"login/user/alice": 2},
 		},
 		{
 			name:  "throttle store down",

@@ -64,6 +64,9 @@ type Throttle interface {
 	Attempt(ctx context.Context, s throttle.Subject) (time.Duration, error)
 	// Forget takes back the count of a successful attempt.
 	Forget(ctx context.Context, s throttle.Subject) error
+	// TakeBack takes back the count of an attempt never judged (a store
+	// down): one count from every counter it went to.
+	TakeBack(ctx context.Context, s throttle.Subject) error
 	// UserKey is the keyed hash that stands for a username.
 	UserKey(username string) string
 }

@@ -387,7 +387,7 @@ func (f *fakeCodes) resetLive(token string) bool {
 
 // fakeThrottle counts like throttle.Limiter: before the attempt, one
 // allowance of max per device, else per user, else per IP, taken back by
-// Forget; a refused attempt is not counted.
+// Forget (all of it) and TakeBack (one); a refused attempt is not counted.
 type fakeThrottle struct {
 	mu       sync.Mutex
 	max      int
@@ -428,6 +428,18 @@ func (f *fakeThrottle) Forget(_ context.Context, s throttle.Subject) error {
 		return f.err
 	}
 	delete(f.counts, throttleKey(s))
+	return nil
+}
+
+func (f *fakeThrottle) TakeBack(_ context.Context, s throttle.Subject) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	if key := throttleKey(s); f.counts[key] > 0 {
+		f.counts[key]--
+	}
 	return nil
 }
 

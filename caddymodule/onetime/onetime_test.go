@@ -160,14 +160,9 @@ func TestDecoy(t *testing.T) {
 	}
 }
 
-func newStore(t *testing.T) (*Store, *redis.Client, string) {
+func newStore(t *testing.T, tp testenv.Topology) (*Store, redis.UniversalClient, string) {
 	t.Helper()
-	opts, err := redis.ParseURL(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := testenv.RedisClient(t, tp)
 	prefix := testenv.Prefix(t)
 	return New(rdb, prefix, secret, ttl), rdb, prefix
 }
@@ -184,6 +179,10 @@ type guess struct {
 
 func TestOTP(t *testing.T) {
 	t.Parallel()
+	testenv.EachTopology(t, testOTP)
+}
+
+func testOTP(t *testing.T, tp testenv.Topology) {
 	issue, drop := guess{op: "issue"}, guess{op: "drop"}
 	right := guess{op: "check", ok: true}
 	spent := guess{op: "check"} // the right code, refused
@@ -205,7 +204,7 @@ func TestOTP(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s, rdb, _ := newStore(t)
+			s, rdb, _ := newStore(t, tp)
 			ctx := t.Context()
 			type otp struct{ reqid, code string }
 			var issued []otp
@@ -261,19 +260,23 @@ func TestOTP(t *testing.T) {
 
 func TestResetToken(t *testing.T) {
 	t.Parallel()
+	testenv.EachTopology(t, testResetToken)
+}
+
+func testResetToken(t *testing.T, tp testenv.Topology) {
 	for _, tc := range []struct {
 		name string
 		// edit changes the token used, or the stored value; "" keeps it.
-		edit   func(t *testing.T, rdb *redis.Client, key, token string) string
+		edit   func(t *testing.T, rdb redis.UniversalClient, key, token string) string
 		valid  bool
 		consum int // Consumes before the check
 	}{
 		{name: "issued", valid: true},
 		{name: "used", consum: 1},
-		{name: "unknown", edit: func(*testing.T, *redis.Client, string, string) string { return strings.Repeat("0", 56) }},
-		{name: "malformed", edit: func(*testing.T, *redis.Client, string, string) string { return "token" }},
-		{name: "in capitals (another token)", edit: func(_ *testing.T, _ *redis.Client, _, token string) string { return strings.ToUpper(token) }},
-		{name: "a stored value that does not parse", edit: func(t *testing.T, rdb *redis.Client, key, token string) string {
+		{name: "unknown", edit: func(*testing.T, redis.UniversalClient, string, string) string { return strings.Repeat("0", 56) }},
+		{name: "malformed", edit: func(*testing.T, redis.UniversalClient, string, string) string { return "token" }},
+		{name: "in capitals (another token)", edit: func(_ *testing.T, _ redis.UniversalClient, _, token string) string { return strings.ToUpper(token) }},
+		{name: "a stored value that does not parse", edit: func(t *testing.T, rdb redis.UniversalClient, key, token string) string {
 			if err := rdb.Set(t.Context(), key, "garbage", ttl).Err(); err != nil {
 				t.Fatal(err)
 			}
@@ -282,7 +285,7 @@ func TestResetToken(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s, rdb, prefix := newStore(t)
+			s, rdb, prefix := newStore(t, tp)
 			ctx := t.Context()
 			before := time.Now()
 			token, err := s.IssueResetToken(ctx, 7)
@@ -290,7 +293,10 @@ func TestResetToken(t *testing.T) {
 			if err != nil || !validResetToken(token) || strings.ToLower(token) != token {
 				t.Fatalf("IssueResetToken = %q, %v", token, err)
 			}
-			keys := rdb.Keys(ctx, prefix+":*").Val()
+			keys, err := testenv.Keys(ctx, rdb, prefix+":*")
+			if err != nil {
+				t.Fatal(err)
+			}
 			if len(keys) != 1 || keys[0] != s.resetKey(token) || strings.Contains(keys[0], token) {
 				t.Fatalf("keys %v", keys)
 			}
@@ -331,6 +337,10 @@ func TestResetToken(t *testing.T) {
 // Of concurrent uses of one secret, exactly one succeeds.
 func TestSingleUse(t *testing.T) {
 	t.Parallel()
+	testenv.EachTopology(t, testSingleUse)
+}
+
+func testSingleUse(t *testing.T, tp testenv.Topology) {
 	for _, tc := range []struct {
 		name string
 		use  func(t *testing.T, s *Store) func() error
@@ -352,7 +362,7 @@ func TestSingleUse(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s, _, _ := newStore(t)
+			s, _, _ := newStore(t, tp)
 			use := tc.use(t, s)
 			var wg sync.WaitGroup
 			var mu sync.Mutex

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/authgate/authgate/caddymodule/store"
 	"github.com/authgate/authgate/caddymodule/testenv"
 )
@@ -15,6 +13,10 @@ import (
 // A guess script answer of the wrong shape is an error that says so, not a
 // nil error wrapped ("%!w(<nil>)"), nor a wrong code, nor a store outage.
 func TestCheckOTPOddReply(t *testing.T) {
+	testenv.EachTopology(t, testCheckOTPOddReply)
+}
+
+func testCheckOTPOddReply(t *testing.T, tp testenv.Topology) {
 	const userhash = "0123456789abcdef0123456789abcdef"
 	for _, tc := range []struct {
 		name  string
@@ -25,12 +27,7 @@ func TestCheckOTPOddReply(t *testing.T) {
 		{"none", []any{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			opts, err := redis.ParseURL(testenv.RedisURL(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			rdb := redis.NewClient(opts)
-			t.Cleanup(func() { _ = rdb.Close() })
+			rdb := testenv.RedisClient(t, tp)
 			prefix := testenv.Prefix(t)
 			s := New(rdb, prefix, []byte("0123456789abcdef0123456789abcdef"), 10*time.Minute)
 			reqid, code, err := s.IssueOTP(t.Context(), userhash)

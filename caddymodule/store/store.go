@@ -160,12 +160,47 @@ func Redis(c RedisConfig) (redis.UniversalClient, func(), error) {
 	}
 	key := c.key()
 	val, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) {
-		return pooledRedis{redis.NewUniversalClient(opts)}, nil
+		rdb := redis.NewUniversalClient(opts)
+		if cc, ok := rdb.(*redis.ClusterClient); ok {
+			cc.AddHook(reloadOnOutage{cc})
+		}
+		return pooledRedis{rdb}, nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
 	return val.(pooledRedis).UniversalClient, func() { _, _ = pool.Delete(key) }, nil
+}
+
+// reloadOnOutage makes a cluster client ask for the slot map again whenever
+// a command fails for want of a node. go-redis otherwise keeps sending a
+// failed master's slots to it until its map is 10 seconds old, so that
+// after a failover the gate stayed closed for seconds after the replica
+// had taken over. The reload runs in the background, one at a time.
+type reloadOnOutage struct{ cc *redis.ClusterClient }
+
+func (h reloadOnOutage) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h reloadOnOutage) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.check(ctx, err)
+		return err
+	}
+}
+
+func (h reloadOnOutage) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.check(ctx, err)
+		return err
+	}
+}
+
+func (h reloadOnOutage) check(ctx context.Context, err error) {
+	if err != nil && !errors.Is(err, redis.Nil) && isOutage(err) {
+		h.cc.ReloadState(ctx)
+	}
 }
 
 // Redact returns a URL with its password hidden; anything that does not

@@ -165,6 +165,15 @@ func (l *Limiter) Forget(ctx context.Context, s Subject) error {
 	return l.uncount(ctx, counters)
 }
 
+// TakeBack takes back the count of an attempt that was never judged (a
+// store was down before the secret could be checked): every counter it went
+// to, the user's too, loses that one count. An outage must not spend
+// allowances, or everyone who retried through it would be locked out once
+// it is over.
+func (l *Limiter) TakeBack(ctx context.Context, s Subject) error {
+	return l.uncount(ctx, l.counters(s))
+}
+
 // uncountScript takes one back from a counter that still exists; a counter
 // whose window has ended stays gone.
 var uncountScript = redis.NewScript(`

@@ -111,27 +111,28 @@ func TestCounters(t *testing.T) {
 
 // step is one call to the limiter and what it must answer.
 type step struct {
-	forget  bool // Forget rather than Attempt
-	subject Subject
-	refused bool
+	forget   bool // Forget rather than Attempt
+	takeBack bool // TakeBack rather than Attempt
+	subject  Subject
+	refused  bool
 }
 
-func newLimiter(t *testing.T) (*Limiter, *redis.Client, string) {
+func newLimiter(t *testing.T, tp testenv.Topology) (*Limiter, redis.UniversalClient, string) {
 	t.Helper()
-	opts, err := redis.ParseURL(testenv.RedisURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opts)
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := testenv.RedisClient(t, tp)
 	prefix := testenv.Prefix(t)
 	return New(rdb, prefix, secret, limits), rdb, prefix
 }
 
 // The counting in Redis, as sequences of attempts and successes, and the
-// counters they leave.
+// counters they leave. A subject's counters live in different hash slots:
+// on a cluster the pipelines span nodes.
 func TestLimiter(t *testing.T) {
 	t.Parallel()
+	testenv.EachTopology(t, testLimiter)
+}
+
+func testLimiter(t *testing.T, tp testenv.Topology) {
 	alice := Subject{Kind: "login", Username: "alice", IP: "192.0.2.1"}
 	fromDevice := Subject{Kind: "login", Username: "alice", IP: "192.0.2.1", Device: "d1"}
 	name := func(n string) Subject { return Subject{Kind: "login", Username: n, IP: "192.0.2.9"} }
@@ -165,6 +166,16 @@ func TestLimiter(t *testing.T) {
 			[]step{{subject: name("b")}, {subject: name("c")}, {subject: name("d")}, {subject: name("e")}, {subject: name("f")},
 				{subject: name("g"), refused: true}},
 			map[string]int{"login:ip:192.0.2.9": 5, "login:user:g": 0}},
+		{"an attempt taken back counts nowhere",
+			[]step{{subject: alice}, {subject: alice}, {takeBack: true, subject: alice}},
+			map[string]int{"login:user:alice": 1, "login:ip:192.0.2.1": 1}},
+		{"attempts taken back do not lock out",
+			[]step{{subject: alice}, {subject: alice}, {subject: alice}, {takeBack: true, subject: alice}, {subject: alice},
+				{subject: alice, refused: true}},
+			map[string]int{"login:user:alice": 3, "login:ip:192.0.2.1": 3}},
+		{"a code's attempt taken back, the daily cap's count too",
+			[]step{{subject: code}, {takeBack: true, subject: code}},
+			map[string]int{"otp:day:user:alice": 0, "otp:user:alice": 0, "otp:ip:192.0.2.1": 0}},
 		{"a success at a code takes back only its own count",
 			[]step{{subject: code}, {subject: code}, {forget: true, subject: code}},
 			map[string]int{"otp:day:user:alice": 1, "otp:user:alice": 0, "otp:ip:192.0.2.1": 1}},
@@ -175,12 +186,18 @@ func TestLimiter(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			l, rdb, prefix := newLimiter(t)
+			l, rdb, prefix := newLimiter(t, tp)
 			ctx := t.Context()
 			for i, s := range tc.steps {
 				if s.forget {
 					if err := l.Forget(ctx, s.subject); err != nil {
 						t.Fatalf("step %d: Forget: %v", i, err)
+					}
+					continue
+				}
+				if s.takeBack {
+					if err := l.TakeBack(ctx, s.subject); err != nil {
+						t.Fatalf("step %d: TakeBack: %v", i, err)
 					}
 					continue
 				}
@@ -207,13 +224,26 @@ func TestLimiter(t *testing.T) {
 				}
 			}
 			// Every counter ends by itself.
-			keys, err := rdb.Keys(ctx, prefix+":throttle:*").Result()
+			keys, err := testenv.Keys(ctx, rdb, prefix+":throttle:*")
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, key := range keys {
 				if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > limits.Codes.Window {
 					t.Errorf("%s expires in %s", key, ttl)
+				}
+			}
+			// Else the case would not show that the pipelines work across
+			// slots.
+			if tp.Name == "cluster" {
+				slots := map[int64]bool{}
+				for _, s := range tc.steps {
+					for _, c := range l.counters(s.subject) {
+						slots[rdb.ClusterKeySlot(ctx, c.key).Val()] = true
+					}
+				}
+				if len(slots) < 2 {
+					t.Errorf("the counters of the case share one hash slot")
 				}
 			}
 		})
@@ -225,6 +255,10 @@ func TestLimiter(t *testing.T) {
 // that it does not count for ever. Made here directly, not by a race.
 func TestLimiterCounterWithoutExpiry(t *testing.T) {
 	t.Parallel()
+	testenv.EachTopology(t, testLimiterCounterWithoutExpiry)
+}
+
+func testLimiterCounterWithoutExpiry(t *testing.T, tp testenv.Topology) {
 	for _, tc := range []struct {
 		name    string
 		count   int
@@ -235,7 +269,7 @@ func TestLimiterCounterWithoutExpiry(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			l, rdb, prefix := newLimiter(t)
+			l, rdb, prefix := newLimiter(t, tp)
 			s := Subject{Kind: "login", Username: "alice", IP: "192.0.2.1"}
 			key := prefix + ":throttle:login:user:" + l.UserKey("alice")
 			if err := rdb.Set(t.Context(), key, tc.count, 0).Err(); err != nil {

@@ -76,6 +76,7 @@ var parts = []struct {
 	{"scale", (*bench).scale},
 	{"memory", (*bench).memory},
 	{"bounds", (*bench).bounds},
+	{"redis-memory", (*bench).redisMemory},
 }
 
 func partNames() []string {
@@ -98,7 +99,7 @@ func main() {
 	flag.IntVar(&o.floodConns, "flood", 100, "connections of the login flood beside the gate")
 	flag.IntVar(&o.rssConns, "rss-flood", 1000, "connections of the login flood for peak memory")
 	flag.IntVar(&o.probeRate, "probe-rate", 250, "requests/s of the gate latency probe during the flood comparison")
-	flag.IntVar(&o.sessions, "sessions", 1_000_000, "live sessions in Redis for the scale variant (vs 1,000)")
+	flag.IntVar(&o.sessions, "sessions", 1_000_000, "live sessions in Redis for the scale variant (vs 1,000) and the Redis memory per session")
 	flag.StringVar(&o.out, "o", "BENCHMARKS.md", "report file (overwritten); empty for none")
 	flag.StringVar(&o.caddy, "caddy", "bin/caddy", "Caddy with authgate (make build)")
 	flag.StringVar(&o.security, "caddy-security", "bin/caddy-security", "Caddy with caddy-security, built here if missing")

@@ -4,10 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"time"
@@ -17,30 +14,25 @@ import (
 	"github.com/authgate/authgate/caddymodule/sessions"
 )
 
-// seedSessions writes n live sessions of n distinct users straight into
-// Redis, in the layout of caddymodule/sessions (a token is
-// <userhash>.<base64url secret>, Redis holds
-// <prefix>:{<userhash>}:session:<sha256 hex of secret> with the JSON record,
-// and <prefix>:{<userhash>}:sessions indexes the user's sessions), far
-// faster than n logins: pipelined batches from a few connections. It
-// returns keep tokens spread evenly over the n, for the load to use.
+// seedSessions writes perUser live sessions for each of users distinct
+// users straight into Redis, as caddymodule/sessions stores them (its own
+// Seed: the same keys, fields and records), far faster than logins:
+// pipelined batches from a few connections. It returns keep tokens spread
+// evenly over them, for the load to use.
 //
 // The users exist only in Redis: the gate never asks PostgreSQL.
-func seedSessions(ctx context.Context, redisURL, prefix string, n, keep int) ([]string, error) {
+func seedSessions(ctx context.Context, redisURL, prefix string, users, perUser, keep int) ([]string, error) {
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
 		return nil, err
 	}
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
+	store := sessions.New(rdb, sessions.Config{Prefix: prefix, TTL: 24 * time.Hour})
 
-	const (
-		batch   = 2000 // sessions per pipeline: 3 commands each
-		workers = 4
-	)
-	ttl := 24 * time.Hour
-	now := time.Now()
-	every := max(1, n/keep)
+	const workers = 4
+	batch := max(1, 2000/perUser) // users per pipeline
+	every := max(1, users/keep)
 	var (
 		mu     sync.Mutex
 		kept   []string
@@ -48,16 +40,16 @@ func seedSessions(ctx context.Context, redisURL, prefix string, n, keep int) ([]
 		wg     sync.WaitGroup
 		worker = make(chan struct{}, workers)
 	)
-	for from := 0; from < n && ctx.Err() == nil; from += batch {
-		to := min(n, from+batch)
+	for from := 0; from < users && ctx.Err() == nil; from += batch {
+		to := min(users, from+batch)
 		worker <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-worker }()
-			if err := seedBatch(ctx, rdb, prefix, from, to, every, keep, now, ttl, &mu, &kept); err != nil {
-				mu.Lock()
-				first = cmp.Or(first, err)
-				mu.Unlock()
-			}
+			mine, err := seedBatch(ctx, rdb, store, from, to, perUser, every, keep)
+			mu.Lock()
+			defer mu.Unlock()
+			first = cmp.Or(first, err)
+			kept = append(kept, mine...)
 		})
 	}
 	wg.Wait()
@@ -67,47 +59,37 @@ func seedSessions(ctx context.Context, redisURL, prefix string, n, keep int) ([]
 	return kept, ctx.Err()
 }
 
-// seedBatch writes the sessions from..to-1 in one pipeline and adds the
-// tokens to keep to kept.
-func seedBatch(ctx context.Context, rdb *redis.Client, prefix string, from, to, every, keep int,
-	now time.Time, ttl time.Duration, mu *sync.Mutex, kept *[]string) error {
+// seedBatch writes the sessions of users from..to-1 in one pipeline and
+// returns the tokens to keep: the first session of every every-th user.
+func seedBatch(ctx context.Context, rdb *redis.Client, store *sessions.Store, from, to, perUser, every, keep int) ([]string, error) {
 	p := rdb.Pipeline()
 	var mine []string
 	for i := from; i < to; i++ {
-		token, userhash, id := newToken()
-		record, err := json.Marshal(sessions.Session{
-			UserID: int64(1_000_000 + i), Userhash: userhash,
+		var b [16]byte
+		rand.Read(b[:])
+		user := sessions.Session{
+			UserID: int64(1_000_000 + i), Userhash: hex.EncodeToString(b[:]),
 			Username: fmt.Sprintf("seed%d", i), Email: fmt.Sprintf("seed%d@example.com", i),
-			Created: now.Unix(), Expires: now.Add(ttl).Unix(),
-		})
-		if err != nil {
-			return err
 		}
-		key := prefix + ":{" + userhash + "}:"
-		p.Set(ctx, key+"session:"+id, record, ttl)
-		p.ZAdd(ctx, key+"sessions", redis.Z{Score: float64(now.UnixMilli()), Member: id})
-		p.PExpire(ctx, key+"sessions", ttl)
+		var all []sessions.Session
+		for j := range perUser {
+			// What a login keeps: an address, a device summary, the method.
+			sess := user
+			sess.IP = fmt.Sprintf("10.%d.%d.%d", i>>16&0xff, i>>8&0xff, (i+j)&0xff)
+			sess.Device = "Firefox on Linux"
+			sess.AMR = []string{"pwd"}
+			all = append(all, sess)
+		}
+		tokens, err := store.Seed(ctx, p, all...)
+		if err != nil {
+			return nil, err
+		}
 		if i%every == 0 && i/every < keep {
-			mine = append(mine, token)
+			mine = append(mine, tokens[0])
 		}
 	}
 	if _, err := p.Exec(ctx); err != nil {
-		return fmt.Errorf("seeding sessions: %w", err)
+		return nil, fmt.Errorf("seeding sessions: %w", err)
 	}
-	mu.Lock()
-	*kept = append(*kept, mine...)
-	mu.Unlock()
-	return nil
-}
-
-// newToken makes a session token as caddymodule/sessions does: a 32-hex
-// userhash, a dot, 32 random bytes in unpadded base64url; id is the SHA-256
-// (hex) of the secret part, which is all Redis holds.
-func newToken() (token, userhash, id string) {
-	var b [48]byte
-	rand.Read(b[:])
-	userhash = hex.EncodeToString(b[:16])
-	secret := base64.RawURLEncoding.EncodeToString(b[16:])
-	sum := sha256.Sum256([]byte(secret))
-	return userhash + "." + secret, userhash, hex.EncodeToString(sum[:])
+	return mine, nil
 }

@@ -3,9 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"database/sql"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +28,7 @@ import (
 	_ "github.com/lib/pq"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/testenv"
 	"github.com/authgate/authgate/cmd/internal/demo"
 )
@@ -143,11 +142,15 @@ func TestCLI(t *testing.T) {
 type gate struct {
 	t       *testing.T
 	base    string // http://127.0.0.1:port
+	pg      string // the database's URL
+	redis   testenv.Topology
 	prefix  string // of every Redis key
 	users   string // where the users dialect is: /auth, or the site's users_api
 	mailDir string
+	config  string // the Caddyfile, for the CLI
+	log     string // the file caddy's output goes to
 	db      *sql.DB
-	rdb     *redis.Client
+	rdb     redis.UniversalClient
 }
 
 // gateOption changes what startGate starts.
@@ -157,11 +160,31 @@ type gateSetup struct {
 	upstream http.Handler // default: the demo app
 	site     string       // the site's authgate block; default: public /healthz
 	usersAPI string       // users_api of the site, if any
+	global   string       // more lines of the authgate global option
+	redis    *testenv.Topology
+	besides  *gate
 }
 
 // withUpstream puts h behind the gate instead of the demo app.
 func withUpstream(h http.Handler) gateOption {
 	return func(s *gateSetup) { s.upstream = h }
+}
+
+// withGlobal adds lines to the authgate global option.
+func withGlobal(lines string) gateOption {
+	return func(s *gateSetup) { s.global = lines }
+}
+
+// withRedis keeps the sessions in the Redis deployment tp; default: the
+// shared single server.
+func withRedis(tp testenv.Topology) gateOption {
+	return func(s *gateSetup) { s.redis = &tp }
+}
+
+// besides makes the gate another instance beside other, as behind a load
+// balancer: the same database, Redis deployment, key prefix and mail folder.
+func besides(other *gate) gateOption {
+	return func(s *gateSetup) { s.besides = other }
 }
 
 // withSite sets the lines of the site's authgate block.
@@ -184,15 +207,23 @@ func startGate(t *testing.T, opts ...gateOption) *gate {
 		o(&setup)
 	}
 	bin := binary(t)
-	pg := testenv.PostgresURL(t) // first: its database is dropped last
-	redisURL := testenv.RedisURL(t)
-	g := &gate{t: t, prefix: testenv.Prefix(t), users: "/auth"}
+	g := &gate{t: t, users: "/auth"}
 	if setup.usersAPI != "" {
 		g.users = setup.usersAPI
 		setup.site += "\n\t\tusers_api " + setup.usersAPI
 	}
 	dir := t.TempDir()
-	g.mailDir = filepath.Join(dir, "mail")
+	if o := setup.besides; o != nil {
+		g.pg, g.redis, g.prefix, g.mailDir = o.pg, o.redis, o.prefix, o.mailDir
+	} else {
+		g.pg = testenv.PostgresURL(t) // first: its database is dropped last
+		g.redis = testenv.Topology{Name: "single", URL: testenv.RedisURL(t)}
+		if setup.redis != nil {
+			g.redis = *setup.redis
+		}
+		g.prefix = testenv.Prefix(t)
+		g.mailDir = filepath.Join(dir, "mail")
+	}
 
 	upstream := httptest.NewServer(setup.upstream) // on 127.0.0.1
 	t.Cleanup(upstream.Close)
@@ -204,9 +235,10 @@ func startGate(t *testing.T, opts ...gateOption) *gate {
 	persist_config off
 	authgate {
 		postgres %q
-		redis %q
+		%s
 		redis_prefix %q
 		mail_dir %q
+		%s
 	}
 }
 
@@ -217,13 +249,15 @@ http://127.0.0.1:%d {
 	}
 	reverse_proxy %s
 }
-`, pg, redisURL, g.prefix, g.mailDir, port, setup.site, upstream.Listener.Addr())
+`, g.pg, g.redis.Directive(), g.prefix, g.mailDir, setup.global, port, setup.site, upstream.Listener.Addr())
 	config := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(config, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	g.config = config
 
 	logPath := filepath.Join(dir, "caddy.log")
+	g.log = logPath
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
@@ -285,16 +319,11 @@ http://127.0.0.1:%d {
 		time.Sleep(50 * time.Millisecond)
 	}
 
-	if g.db, err = sql.Open("postgres", pg); err != nil {
+	if g.db, err = sql.Open("postgres", g.pg); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { g.db.Close() })
-	ropts, err := redis.ParseURL(redisURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.rdb = redis.NewClient(ropts)
-	t.Cleanup(func() { g.rdb.Close() })
+	g.rdb = testenv.RedisClient(t, g.redis)
 	return g
 }
 
@@ -345,40 +374,44 @@ func (g *gate) login(username, password string) string {
 	return m.SSID
 }
 
-// sessionKey is the Redis key of the session of token:
-// <prefix>:{<userhash>}:session:<sha256 hex of the secret part>.
+// sessionKey names where Redis keeps the session of token (see
+// sessions.Where), for messages.
 func (g *gate) sessionKey(token string) string {
 	g.t.Helper()
-	userhash, secret, ok := strings.Cut(token, ".")
-	if !ok || len(userhash) != 32 {
+	key, field, ok := sessions.Where(g.prefix, token)
+	if !ok {
 		g.t.Fatalf("session token %q is not <userhash>.<secret>", token)
 	}
-	sum := sha256.Sum256([]byte(secret))
-	return g.prefix + ":{" + userhash + "}:session:" + hex.EncodeToString(sum[:])
+	return fmt.Sprintf("%s, field %x", key, field)
 }
 
 // sessionExists reports whether Redis holds the session of token.
 func (g *gate) sessionExists(token string) bool {
 	g.t.Helper()
-	n, err := g.rdb.Exists(context.Background(), g.sessionKey(token)).Result()
+	key, field, ok := sessions.Where(g.prefix, token)
+	if !ok {
+		g.t.Fatalf("session token %q is not <userhash>.<secret>", token)
+	}
+	n, err := g.rdb.HExists(context.Background(), key, field).Result()
 	if err != nil {
 		g.t.Fatal(err)
 	}
-	return n == 1
+	return n
 }
 
-// sessionKeys lists every session key under the gate's prefix.
+// sessionKeys lists the ids of every session Redis holds under the gate's
+// prefix.
 func (g *gate) sessionKeys() []string {
 	g.t.Helper()
-	var keys []string
-	iter := g.rdb.Scan(context.Background(), 0, g.prefix+":*:session:*", 100).Iterator()
-	for iter.Next(context.Background()) {
-		keys = append(keys, iter.Val())
-	}
-	if err := iter.Err(); err != nil {
+	stored, err := sessions.Stored(context.Background(), g.rdb, g.prefix)
+	if err != nil {
 		g.t.Fatal(err)
 	}
-	return keys
+	var ids []string
+	for _, s := range stored {
+		ids = append(ids, s.ID)
+	}
+	return ids
 }
 
 // passwordHash returns the stored hash of username's password.

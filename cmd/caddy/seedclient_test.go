@@ -111,9 +111,9 @@ func (r seedReply) app() seedAnswer {
 	return a
 }
 
-// call sends a request as the seed client's fetch does: a body labelled as
+// fetch sends a request as the seed client's fetch does: a body labelled as
 // JSON unless the headers (name, value, ...) say otherwise, no cookie jar.
-func (g *gate) call(method, path, body string, header ...string) seedReply {
+func (g *gate) fetch(method, path, body string, header ...string) seedReply {
 	g.t.Helper()
 	var rd io.Reader
 	if body != "" {
@@ -163,13 +163,13 @@ func seedBasic(userhash, ssid string) string {
 func TestSeedClientHTTP(t *testing.T) {
 	g, app := startSeedGate(t)
 
-	r := g.call("GET", "/api/users/settings/registrationstatus", "")
+	r := g.fetch("GET", "/api/users/settings/registrationstatus", "")
 	if g.want(r, 200, "true", ""); r.message() != true {
 		t.Fatalf("registration status %s", r.raw)
 	}
-	g.want(g.call("GET", "/auth/users/settings/registrationstatus", ""), 404, "false", "NOT_FOUND")
-	g.want(g.call("POST", "/api/users/register", `{"username":"sid","password":"sid-password","email":"sid@example.com"}`), 200, "true", "USER_INSERT_OK")
-	g.want(g.call("POST", "/api/users/register", `{"username":"SID","password":"other-password"}`), 200, "false", "ERROR_LOGIN_WITH_PASSWORD")
+	g.want(g.fetch("GET", "/auth/users/settings/registrationstatus", ""), 404, "false", "NOT_FOUND")
+	g.want(g.fetch("POST", "/api/users/register", `{"username":"sid","password":"sid-password","email":"sid@example.com"}`), 200, "true", "USER_INSERT_OK")
+	g.want(g.fetch("POST", "/api/users/register", `{"username":"SID","password":"other-password"}`), 200, "false", "ERROR_LOGIN_WITH_PASSWORD")
 	var email string
 	if err := g.db.QueryRow(`SELECT email FROM authgate.users WHERE username = 'sid'`).Scan(&email); err != nil || email != "sid@example.com" {
 		t.Fatalf("the account: %q, %v", email, err)
@@ -178,7 +178,7 @@ func TestSeedClientHTTP(t *testing.T) {
 	// The login at each of its paths: the string "true", and a session.
 	var ssid, userhash string
 	for _, path := range []string{"/api/login/", "/api/login", "/api/users/login"} {
-		r = g.call("POST", path, `{"password":"sid-password","username":"sid"}`)
+		r = g.fetch("POST", path, `{"password":"sid-password","username":"sid"}`)
 		g.want(r, 200, `"true"`, "")
 		ssid, userhash = r.field("ssid"), r.field("userhash")
 		if len(userhash) != 32 || !strings.HasPrefix(ssid, userhash+".") || !g.sessionExists(ssid) ||
@@ -190,10 +190,10 @@ func TestSeedClientHTTP(t *testing.T) {
 		t.Fatalf("%d sessions, want 3", n)
 	}
 	// Failures stay the boolean false.
-	g.want(g.call("POST", "/api/login/", `{"password":"wrong-password","username":"sid"}`), 401, "false", "INVALID_PASSWORD")
-	g.want(g.call("POST", "/api/login", `{"password":"sid-password","username":"nobody"}`), 401, "false", "REGISTER_FOR_A_PASSWORD")
-	g.want(g.call("GET", "/api/login/", ""), 405, "false", "METHOD_NOT_ALLOWED")
-	g.want(g.call("POST", "/api/login/", `{"password":"sid-password\u0000","username":"sid"}`), 400, "false", "INVALID_INPUT")
+	g.want(g.fetch("POST", "/api/login/", `{"password":"wrong-password","username":"sid"}`), 401, "false", "INVALID_PASSWORD")
+	g.want(g.fetch("POST", "/api/login", `{"password":"sid-password","username":"nobody"}`), 401, "false", "REGISTER_FOR_A_PASSWORD")
+	g.want(g.fetch("GET", "/api/login/", ""), 405, "false", "METHOD_NOT_ALLOWED")
+	g.want(g.fetch("POST", "/api/login/", `{"password":"sid-password\u0000","username":"sid"}`), 400, "false", "INVALID_INPUT")
 	if n := len(g.sessionKeys()); n != 3 {
 		t.Fatalf("%d sessions after the failures, want 3", n)
 	}
@@ -203,7 +203,7 @@ func TestSeedClientHTTP(t *testing.T) {
 
 	// The app's API with the client's Basic: Remote-User, and no token.
 	own := "userhash=" + userhash + "; ssid=" + ssid
-	r = g.call("GET", "/api/things?x=1", "", "Authorization", seedBasic(userhash, ssid), "Cookie", own)
+	r = g.fetch("GET", "/api/things?x=1", "", "Authorization", seedBasic(userhash, ssid), "Cookie", own)
 	if a := r.app(); r.status != 200 || a.User != "sid" || a.Email != "sid@example.com" || a.UserID == "" || a.URI != "/api/things?x=1" ||
 		len(a.Authorization) != 0 || strings.Join(a.Cookie, ";") != "userhash="+userhash {
 		t.Fatalf("Basic: %d %s", r.status, r.raw)
@@ -211,18 +211,18 @@ func TestSeedClientHTTP(t *testing.T) {
 	// Other Basic credentials are the app's: untouched, and no session.
 	appBasic := "Basic " + base64.StdEncoding.EncodeToString([]byte("app:app-secret"))
 	before := app.requests()
-	g.want(g.call("GET", "/api/things", "", "Authorization", appBasic), 401, "false", "PLEASE_LOGIN")
-	g.want(g.call("GET", "/api/things", "", "Authorization", seedBasic(strings.Repeat("0", 32), ssid)), 401, "false", "PLEASE_LOGIN")
+	g.want(g.fetch("GET", "/api/things", "", "Authorization", appBasic), 401, "false", "PLEASE_LOGIN")
+	g.want(g.fetch("GET", "/api/things", "", "Authorization", seedBasic(strings.Repeat("0", 32), ssid)), 401, "false", "PLEASE_LOGIN")
 	if app.requests() != before {
 		t.Fatal("a request without a session reached the app")
 	}
-	r = g.call("GET", "/api/things", "", "Authorization", appBasic, "Cookie", "authgate_session="+ssid)
+	r = g.fetch("GET", "/api/things", "", "Authorization", appBasic, "Cookie", "authgate_session="+ssid)
 	if a := r.app(); r.status != 200 || a.User != "sid" || strings.Join(a.Authorization, ",") != appBasic || len(a.Cookie) != 0 {
 		t.Fatalf("the app's Basic beside the session cookie: %d %s", r.status, r.raw)
 	}
 	// The rest of /api is the app's, gated, whatever its spelling.
 	for _, path := range []string{"/api/users", "/api/users/", "/api/%75sers/login", "/api/login/x"} {
-		r = g.call("GET", path, "", "Authorization", seedBasic(userhash, ssid))
+		r = g.fetch("GET", path, "", "Authorization", seedBasic(userhash, ssid))
 		if a := r.app(); r.status != 200 || a.User != "sid" || a.URI != path {
 			t.Fatalf("%s: %d %s", path, r.status, r.raw)
 		}
@@ -232,11 +232,11 @@ func TestSeedClientHTTP(t *testing.T) {
 	}
 
 	// The client's session ends at logout; its Basic then opens nothing.
-	g.want(g.call("POST", "/api/users/logout", "", "Authorization", seedBasic(userhash, ssid)), 200, "true", "LOGOUT_OK")
+	g.want(g.fetch("POST", "/api/users/logout", "", "Authorization", seedBasic(userhash, ssid)), 200, "true", "LOGOUT_OK")
 	if g.sessionExists(ssid) {
 		t.Fatal("the session outlived its logout")
 	}
-	g.want(g.call("GET", "/api/things", "", "Authorization", seedBasic(userhash, ssid)), 401, "false", "PLEASE_LOGIN")
+	g.want(g.fetch("GET", "/api/things", "", "Authorization", seedBasic(userhash, ssid)), 401, "false", "PLEASE_LOGIN")
 }
 
 // Without users_api, POST /auth/login is the seed client's JSON login for
@@ -248,17 +248,17 @@ func TestLoginPathNegotiationHTTP(t *testing.T) {
 	browser := "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 	form := "username=lena&password=lena-password"
 
-	r := g.call("POST", "/auth/login/", `{"password":"lena-password","username":"lena"}`, "Accept", browser)
+	r := g.fetch("POST", "/auth/login/", `{"password":"lena-password","username":"lena"}`, "Accept", browser)
 	g.want(r, 200, `"true"`, "")
 	if !g.sessionExists(r.field("ssid")) {
 		t.Fatalf("no session for %s", r.raw)
 	}
-	r = g.call("POST", "/auth/login", "", "Content-Type", "application/x-www-form-urlencoded")
+	r = g.fetch("POST", "/auth/login", "", "Content-Type", "application/x-www-form-urlencoded")
 	g.want(r, 400, "false", "INVALID_INPUT")
 
-	r = g.call("POST", "/auth/login", form, "Content-Type", "application/x-www-form-urlencoded", "Accept", "*/*")
+	r = g.fetch("POST", "/auth/login", form, "Content-Type", "application/x-www-form-urlencoded", "Accept", "*/*")
 	g.want(r, 200, `"true"`, "")
-	r = g.call("POST", "/auth/login", form, "Content-Type", "application/x-www-form-urlencoded", "Accept", browser)
+	r = g.fetch("POST", "/auth/login", form, "Content-Type", "application/x-www-form-urlencoded", "Accept", browser)
 	if r.status != 303 || r.header.Get("Location") != "/" || !strings.HasPrefix(r.header.Get("Set-Cookie"), "authgate_session=") {
 		t.Fatalf("a browser's form post: %d %s", r.status, r.raw)
 	}
