@@ -32,12 +32,14 @@ type stack struct {
 // startStack starts the stores, the upstream and authgate's Caddy (bin
 // caddy, with extra authgate directives), and waits until every site
 // answers. On error, what was started is stopped again.
-func startStack(ctx context.Context, caddy, extra string) (s *stack, err error) {
+func startStack(ctx context.Context, caddy, extra string) (_ *stack, err error) {
 	dir, err := os.MkdirTemp("", "authgate-bench-")
 	if err != nil {
 		return nil, err
 	}
-	s = &stack{dir: dir, caddy: caddy, extra: extra}
+	// Not the named result, which a failing return sets to nil before the
+	// deferred Stop runs.
+	s := &stack{dir: dir, caddy: caddy, extra: extra}
 	s.onStop(func() { os.RemoveAll(dir) })
 	defer func() {
 		if err != nil {
