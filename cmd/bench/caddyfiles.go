@@ -51,7 +51,9 @@ type mainPorts struct {
 // auth endpoint forward_auth asks: authgate's own users/info on a second
 // site, so forward_auth pays what Authelia-style gateways pay, one more
 // HTTP hop per request (Caddy passes the request's headers, the Cookie
-// included, on to the auth endpoint).
+// included, on to the auth endpoint). The auth endpoint's site also serves
+// the REST dialect at /api/user, for the accounts part (with the origin
+// its recovery mails need).
 func mainCaddyfile(p mainPorts, authgate string) string {
 	up := fmt.Sprintf("127.0.0.1:%d", p.Upstream)
 	return globals(p.Admin, authgate) + fmt.Sprintf(`
@@ -72,10 +74,13 @@ http://:%d {
 }
 
 http://:%d {
-	authgate
+	authgate {
+		account_api /api/user
+		origin http://127.0.0.1:%d
+	}
 	respond 404
 }
-`, p.Plain, up, p.Gate, up, p.ForwardAuth, p.AuthEndpoint, up, p.AuthEndpoint)
+`, p.Plain, up, p.Gate, up, p.ForwardAuth, p.AuthEndpoint, up, p.AuthEndpoint, p.AuthEndpoint)
 }
 
 // gateCaddyfile is a Caddy with the gate site only: the scale variants and

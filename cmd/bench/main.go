@@ -71,6 +71,7 @@ var parts = []struct {
 	run  func(*bench, context.Context) (section, error)
 }{
 	{"throughput", (*bench).throughput},
+	{"accounts", (*bench).accounts},
 	{"flood", (*bench).flood},
 	{"neighbour", (*bench).neighbour},
 	{"scale", (*bench).scale},
