@@ -63,8 +63,9 @@ fuzz:
 devstores:
 	go build -o bin/devstores ./cmd/devstores
 
+# redis-tools: redis-cli, which creates the tests' Redis Cluster.
 deps:
-	@$(call need,postgresql redis-server chromium)
+	@$(call need,postgresql redis-server redis-tools chromium)
 
 deps-stores:
 	@$(call need,postgresql redis-server)
@@ -78,6 +79,7 @@ need = missing=; \
 	for p in $(1); do \
 		case $$p in \
 		postgresql) ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1;; \
+		redis-tools) command -v redis-cli >/dev/null;; \
 		*) command -v $$p >/dev/null;; \
 		esac || missing="$$missing $$p"; \
 	done; \

@@ -23,7 +23,11 @@ type Redis struct {
 func StartRedis(dir string) (*Redis, error) { return StartRedisOn(dir, 0) }
 
 // StartRedisOn is StartRedis on the given port; 0 picks a free one.
-func StartRedisOn(dir string, port int) (*Redis, error) {
+func StartRedisOn(dir string, port int) (*Redis, error) { return startRedis(dir, port) }
+
+// startRedis starts redis-server with more command-line options after the
+// ones every server of ours has (later options win).
+func startRedis(dir string, port int, args ...string) (*Redis, error) {
 	bin, err := lookPath("redis-server", "redis-server")
 	if err != nil {
 		return nil, err
@@ -45,13 +49,16 @@ func StartRedisOn(dir string, port int) (*Redis, error) {
 		logPath: filepath.Join(dir, "redis.log"),
 		stopSig: syscall.SIGTERM,
 		command: func() *exec.Cmd {
-			return exec.Command(bin,
+			return exec.Command(bin, append([]string{
 				"--port", strconv.Itoa(port),
 				"--bind", "127.0.0.1",
 				"--save", "",
 				"--appendonly", "no",
 				"--dir", dir,
-			)
+				// A replica syncs at once rather than after the default 5s
+				// spent waiting for more replicas to share the transfer.
+				"--repl-diskless-sync-delay", "0",
+			}, args...)...)
 		},
 	}}
 	r.ready = r.ping
@@ -64,12 +71,22 @@ func StartRedisOn(dir string, port int) (*Redis, error) {
 // URL returns the server's database 0 as a go-redis URL.
 func (r *Redis) URL() string { return fmt.Sprintf("redis://127.0.0.1:%d/0", r.port) }
 
-func (r *Redis) ping(ctx context.Context) error {
-	c := redis.NewClient(&redis.Options{
-		Addr:        "127.0.0.1:" + strconv.Itoa(r.port),
+// Addr returns the server's host:port.
+func (r *Redis) Addr() string { return "127.0.0.1:" + strconv.Itoa(r.port) }
+
+// client returns a client of this one server, with short timeouts: for
+// asking a node of a topology about its state.
+func (r *Redis) client() *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:        r.Addr(),
 		DialTimeout: time.Second,
 		ReadTimeout: time.Second,
+		MaxRetries:  -1,
 	})
+}
+
+func (r *Redis) ping(ctx context.Context) error {
+	c := r.client()
 	defer c.Close()
 	return c.Ping(ctx).Err()
 }
@@ -77,7 +94,7 @@ func (r *Redis) ping(ctx context.Context) error {
 // ScriptReplies makes rdb answer every script it runs (EVALSHA and EVAL)
 // with reply, once Redis has run it: for the answers a script of ours
 // never gives, which no Redis can be made to send.
-func ScriptReplies(rdb *redis.Client, reply any) {
+func ScriptReplies(rdb redis.UniversalClient, reply any) {
 	rdb.AddHook(scriptReplies{reply})
 }
 

@@ -7,6 +7,12 @@
 // process (or the servers named by AUTHGATE_POSTGRES and AUTHGATE_REDIS),
 // OwnPostgres and OwnRedis give a test a private server it may stop, pause
 // and restart.
+//
+// StartCluster and StartSentinels run the other Redis deployments authgate
+// supports, a Redis Cluster (3 masters, 3 replicas) and a Sentinel group (a
+// master, a replica, 3 sentinels), for tests and cmd/bench. Tests use
+// Topologies, which shares one of each per test process and runs the store
+// suites over all three, and OwnCluster and OwnSentinels for failovers.
 package testenv
 
 import (
@@ -123,6 +129,32 @@ func (s *server) Stop() error {
 		return fmt.Errorf("%s did not stop within %v; killed", s.name, stopTimeout)
 	}
 }
+
+// Kill ends the server at once (SIGKILL to its process group), as a crash
+// or a lost machine would, and waits for it to exit; Start brings it back.
+// Killing a stopped server does nothing.
+func (s *server) Kill() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.kill()
+	}
+	return nil
+}
+
+// PID is the server's process id, 0 while it is stopped.
+func (s *server) PID() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
+// Running tells whether the server was started and has not been stopped
+// or killed since.
+func (s *server) Running() bool { return s.PID() != 0 }
 
 // Pause freezes the server (SIGSTOP), so that it accepts connections but
 // never answers: what a hung server looks like to a client.

@@ -163,3 +163,41 @@ func redisPing(rawURL string, timeout time.Duration) error {
 	defer c.Close()
 	return c.Ping(context.Background()).Err()
 }
+
+// Each topology takes keys in every slot through its client, Keys finds
+// them all (on a cluster, on every master), and the directive names the
+// deployment as the Caddyfile does.
+func TestTopologies(t *testing.T) {
+	t.Parallel()
+	tops := testenv.Topologies(t)
+	if names := fmt.Sprint(tops[0].Name, tops[1].Name, tops[2].Name); names != "singleclustersentinel" {
+		t.Fatalf("topologies %s", names)
+	}
+	for _, tp := range tops {
+		t.Run(tp.Name, func(t *testing.T) {
+			t.Parallel()
+			rdb := testenv.RedisClient(t, tp)
+			prefix := testenv.Prefix(t)
+			ctx := t.Context()
+			const n = 50
+			// One pipeline over keys of many slots.
+			_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i := range n {
+					p.Set(ctx, fmt.Sprintf("%s:%d", prefix, i), i, time.Minute)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			keys, err := testenv.Keys(ctx, rdb, prefix+":*")
+			if err != nil || len(keys) != n {
+				t.Fatalf("Keys found %d of %d keys (%v)", len(keys), n, err)
+			}
+			directive := map[string]string{"single": "redis redis://", "cluster": "redis_cluster 127.0.0.1:", "sentinel": "redis_sentinel authgate 127.0.0.1:"}[tp.Name]
+			if d := tp.Directive(); !strings.HasPrefix(d, directive) {
+				t.Errorf("directive %q, want it to start %q", d, directive)
+			}
+		})
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // The servers PostgresURL and RedisURL start when the environment names
@@ -18,9 +20,25 @@ import (
 var (
 	sharedPostgres = sync.OnceValues(func() (*Postgres, error) { return startShared("postgres", StartPostgres) })
 	sharedRedis    = sync.OnceValues(func() (*Redis, error) { return startShared("redis", StartRedis) })
+	// The shared topologies fail over only if a node stops answering for
+	// seconds, which no test makes them do: a busy machine must not.
+	sharedCluster = sync.OnceValues(func() (*Cluster, error) {
+		return startShared("redis-cluster", func(dir string) (*Cluster, error) { return StartCluster(dir, sharedDownAfter) })
+	})
+	sharedSentinels = sync.OnceValues(func() (*Sentinels, error) {
+		return startShared("redis-sentinel", func(dir string) (*Sentinels, error) { return StartSentinels(dir, sharedDownAfter) })
+	})
 
 	atExitMu sync.Mutex
 	atExit   []func() // run by Main
+)
+
+// How long a master of a shared topology may not answer before it is failed
+// over, and of one a test has for itself (OwnCluster, OwnSentinels): short,
+// so that a failover takes seconds.
+const (
+	sharedDownAfter = 15 * time.Second
+	ownDownAfter    = time.Second
 )
 
 // startShared starts a server for the whole test process in a temporary
@@ -43,8 +61,8 @@ func startShared[S interface{ Stop() error }](name string, start func(dir string
 	return s, err
 }
 
-// Main runs a package's tests, then stops the servers that PostgresURL and
-// RedisURL started and removes their files. Call it from TestMain:
+// Main runs a package's tests, then stops the servers that PostgresURL,
+// RedisURL and Topologies started and removes their files. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { testenv.Main(m) }
 //
@@ -166,6 +184,103 @@ func OwnRedis(t testing.TB) *Redis {
 		}
 	})
 	return r
+}
+
+// Topologies returns the Redis deployments the store suites run over, as
+// named t.Run cases: "single" (RedisURL's server), "cluster" (three masters
+// with a replica each) and "sentinel" (a master, its replica and three
+// sentinels). The cluster and the sentinel group are those named by
+// AUTHGATE_REDIS_CLUSTER ("<addr> <addr>...") and AUTHGATE_REDIS_SENTINEL
+// ("<master> <addr>..."), as the redis_cluster and redis_sentinel directives
+// take them, or else started by this test process once, on first use (see
+// Main). Tests share them: each keeps its keys under its own Prefix, and
+// none may stop or fail over a node of them (OwnCluster, OwnSentinels).
+func Topologies(t testing.TB) []Topology {
+	t.Helper()
+	single := Topology{Name: "single", URL: RedisURL(t)}
+	var cluster, sentinel Topology
+	var errs [2]error
+	var wg sync.WaitGroup // the two start at once: seconds each
+	wg.Go(func() { cluster, errs[0] = sharedTopology("cluster") })
+	wg.Go(func() { sentinel, errs[1] = sharedTopology("sentinel") })
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("testenv: %v", err)
+		}
+	}
+	return []Topology{single, cluster, sentinel}
+}
+
+// sharedTopology returns the cluster or the sentinel group of Topologies.
+func sharedTopology(name string) (Topology, error) {
+	switch name {
+	case "cluster":
+		if env := os.Getenv("AUTHGATE_REDIS_CLUSTER"); env != "" {
+			addrs := strings.Fields(strings.ReplaceAll(env, ",", " "))
+			return Topology{Name: name, ClusterAddrs: addrs}, nil
+		}
+		c, err := sharedCluster()
+		if err != nil {
+			return Topology{}, err
+		}
+		return c.Topology(), nil
+	default:
+		if env := os.Getenv("AUTHGATE_REDIS_SENTINEL"); env != "" {
+			f := strings.Fields(strings.ReplaceAll(env, ",", " "))
+			if len(f) < 2 {
+				return Topology{}, fmt.Errorf("AUTHGATE_REDIS_SENTINEL=%q: want <master> <addr>...", env)
+			}
+			return Topology{Name: name, SentinelMaster: f[0], SentinelAddrs: f[1:]}, nil
+		}
+		g, err := sharedSentinels()
+		if err != nil {
+			return Topology{}, err
+		}
+		return g.Topology(), nil
+	}
+}
+
+// RedisClient returns a new client of tp, closed when the test ends.
+func RedisClient(t testing.TB, tp Topology) redis.UniversalClient {
+	t.Helper()
+	rdb := tp.Client()
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// OwnCluster starts a Redis Cluster for this test alone, for tests that
+// kill, pause or restart its nodes; a master that stops answering is
+// failed over within seconds. It is stopped when the test ends.
+func OwnCluster(t testing.TB) *Cluster {
+	t.Helper()
+	c, err := StartCluster(t.TempDir(), ownDownAfter)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := c.Stop(); err != nil {
+			t.Errorf("testenv: %v", err)
+		}
+	})
+	return c
+}
+
+// OwnSentinels starts a Sentinel group for this test alone, for tests that
+// kill, pause or restart its nodes; a master that stops answering is
+// failed over within seconds. It is stopped when the test ends.
+func OwnSentinels(t testing.TB) *Sentinels {
+	t.Helper()
+	g, err := StartSentinels(t.TempDir(), ownDownAfter)
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := g.Stop(); err != nil {
+			t.Errorf("testenv: %v", err)
+		}
+	})
+	return g
 }
 
 // FreePort returns a loopback TCP port that is free right now (see
