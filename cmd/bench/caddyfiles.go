@@ -19,11 +19,12 @@ func globals(admin int, extra string) string {
 
 // authgateGlobal is the authgate global option of the bench. The throttles
 // are set out of reach so that the login flood measures hashing, not the
-// throttle's 429s. extra holds more directives (-authgate flag), e.g. to
-// compare a setting.
+// throttle's 429s. redis is the directive naming the sessions' Redis
+// (redis <url>, or redis_cluster <addr>...). extra holds more directives
+// (-authgate flag), e.g. to compare a setting.
 func authgateGlobal(postgres, redis, extra string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\tauthgate {\n\t\tpostgres %s\n\t\tredis %s\n\t\tredis_prefix bench\n", postgres, redis)
+	fmt.Fprintf(&b, "\tauthgate {\n\t\tpostgres %s\n\t\t%s\n\t\tredis_prefix bench\n", postgres, redis)
 	b.WriteString("\t\tthrottle_user 1000000 1m\n\t\tthrottle_ip 1000000 1m\n")
 	for _, line := range strings.Split(extra, ";") {
 		if line = strings.TrimSpace(line); line != "" {
@@ -81,6 +82,22 @@ http://:%d {
 	respond 404
 }
 `, p.Plain, up, p.Gate, up, p.ForwardAuth, p.AuthEndpoint, up, p.AuthEndpoint, p.AuthEndpoint)
+}
+
+// pairCaddyfile is a Caddy with a plain and a gate site, for a comparison
+// of the two in a process of its own (the Redis Cluster part).
+func pairCaddyfile(admin, plain, gate, upstream int, authgate string) string {
+	up := fmt.Sprintf("127.0.0.1:%d", upstream)
+	return globals(admin, authgate) + fmt.Sprintf(`
+http://:%d {
+	reverse_proxy %s
+}
+
+http://:%d {
+	authgate
+	reverse_proxy %s
+}
+`, plain, up, gate, up)
 }
 
 // gateCaddyfile is a Caddy with the gate site only: the scale variants and

@@ -76,6 +76,7 @@ var parts = []struct {
 	{"neighbour", (*bench).neighbour},
 	{"scale", (*bench).scale},
 	{"memory", (*bench).memory},
+	{"cluster", (*bench).cluster},
 }
 
 func partNames() []string {

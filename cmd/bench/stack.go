@@ -116,7 +116,13 @@ func (s *stack) startRedis(name string) (*testenv.Redis, error) {
 // global is the authgate global option for a Caddy of the stack whose
 // sessions live in the Redis at redisURL.
 func (s *stack) global(redisURL string) string {
-	return authgateGlobal(s.pg.URL(), redisURL, s.extra)
+	return s.globalWith("redis " + redisURL)
+}
+
+// globalWith is the authgate global option for a Caddy of the stack whose
+// sessions live where the directive redis says (redis_cluster …).
+func (s *stack) globalWith(redis string) string {
+	return authgateGlobal(s.pg.URL(), redis, s.extra)
 }
 
 // url is the root of a loopback site.
