@@ -3,7 +3,7 @@
 #            AUTHGATE_REDIS name others
 # make build: bin/caddy, built by xcaddy from xcaddy.json
 # make bench: the gate measured against plain Caddy and the alternatives,
-#             written to BENCHMARKS.md (cmd/bench; under 10 minutes)
+#             written to BENCHMARKS.md (cmd/bench; about 13 minutes)
 # make fuzz: each fuzz target in FUZZ_TARGETS for $(FUZZTIME) (default 3m)
 # make faults: the fault tests of make test (stores stopped, paused and
 #              restarted under load, the mailer down, concurrent
@@ -47,7 +47,7 @@ faults: deps-stores devstores
 
 # bin/bench also builds bin/caddy-security (once) and starts its own stores.
 bench: build
-	@$(call need,postgresql redis-server wrk stress-ng)
+	@$(call need,postgresql redis-server redis-tools wrk stress-ng)
 	go build -o bin/bench ./cmd/bench
 	bin/bench
 
