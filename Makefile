@@ -5,7 +5,7 @@
 # make build: bin/caddy, built by xcaddy from xcaddy.json
 # make bench: the gate measured against plain Caddy and the alternatives,
 #             and the bounds on time (a frozen Redis, a stalled mailer),
-#             written to BENCHMARKS.md (cmd/bench; about 11 minutes)
+#             written to BENCHMARKS.md (cmd/bench; about 15 minutes)
 # make fuzz: each fuzz target in FUZZ_TARGETS for $(FUZZTIME) (default 3m)
 # make faults: the fault tests of make test (stores stopped, paused and
 #              restarted under load, the mailer down, concurrent
@@ -52,7 +52,7 @@ faults: deps-stores devstores
 
 # bin/bench also builds bin/caddy-security (once) and starts its own stores.
 bench: build
-	@$(call need,postgresql redis-server wrk stress-ng)
+	@$(call need,postgresql redis-server redis-tools wrk stress-ng)
 	go build -o bin/bench ./cmd/bench
 	bin/bench
 

@@ -48,6 +48,12 @@ const (
 	DefaultOTPTTL      = 10 * time.Minute
 	DefaultMailFrom    = "authgate@localhost"
 	DefaultResetURL    = "{prefix}/reset?token={token}"
+
+	DefaultPostgresMaxConns     = 16
+	DefaultPostgresConnLifetime = 30 * time.Minute
+	// maxPostgresConns is far above what one instance can use: a value
+	// beyond it is a typo, not a pool size.
+	maxPostgresConns = 1000
 )
 
 // App is the "authgate" app: the account and session stores and the
@@ -58,6 +64,19 @@ type App struct {
 	Postgres string `json:"postgres,omitempty"`
 	// PostgreSQL schema of the tables, created at start. Default: authgate.
 	Schema string `json:"schema,omitempty"`
+	// Connections to PostgreSQL this instance holds at most; further
+	// queries wait for a free one. Every instance holds its own, so the
+	// instances together must stay under the server's max_connections
+	// (less its reserved ones). Default: 16.
+	PostgresMaxConns int `json:"postgres_max_conns,omitempty"`
+	// Connections kept open between queries. Below postgres_max_conns,
+	// each burst of requests opens connections (a server process each)
+	// only to close them again. Default: postgres_max_conns.
+	PostgresIdleConns int `json:"postgres_idle_conns,omitempty"`
+	// How long a PostgreSQL connection is used before it is replaced, so
+	// that the pool follows a failover or a pooler behind the same address.
+	// Default: 30m.
+	PostgresConnLifetime caddy.Duration `json:"postgres_conn_lifetime,omitempty"`
 
 	// Redis URL (redis:// or rediss://) of the session store. Exactly one of
 	// redis, redis_sentinel and redis_cluster is required.
@@ -216,7 +235,10 @@ func (a *App) prepare() error {
 	if err := a.check(); err != nil {
 		return err
 	}
-	db, release, err := store.Postgres(a.Postgres)
+	db, release, err := store.Postgres(a.Postgres, store.PostgresPool{
+		MaxConns: a.PostgresMaxConns, IdleConns: a.PostgresIdleConns,
+		Lifetime: time.Duration(a.PostgresConnLifetime),
+	})
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
@@ -520,6 +542,15 @@ func (a *App) setDefaults() {
 	if a.OTPTTL == 0 {
 		a.OTPTTL = caddy.Duration(DefaultOTPTTL)
 	}
+	if a.PostgresMaxConns == 0 {
+		a.PostgresMaxConns = DefaultPostgresMaxConns
+	}
+	if a.PostgresIdleConns == 0 {
+		a.PostgresIdleConns = a.PostgresMaxConns
+	}
+	if a.PostgresConnLifetime == 0 {
+		a.PostgresConnLifetime = caddy.Duration(DefaultPostgresConnLifetime)
+	}
 	if a.MaxSessions == 0 {
 		a.MaxSessions = DefaultMaxSessions
 	}
@@ -568,6 +599,15 @@ func (a *App) check() error {
 	}
 	if !accounts.ValidSchema(a.Schema) && !unresolved(a.Schema) {
 		return fail("schema", "%q is not a plain lower-case identifier", a.Schema)
+	}
+	if a.PostgresMaxConns < 1 || a.PostgresMaxConns > maxPostgresConns {
+		return fail("postgres_max_conns", "%d: must be between 1 and %d", a.PostgresMaxConns, maxPostgresConns)
+	}
+	if a.PostgresIdleConns < 1 || a.PostgresIdleConns > a.PostgresMaxConns {
+		return fail("postgres_idle_conns", "%d: must be between 1 and postgres_max_conns (%d)", a.PostgresIdleConns, a.PostgresMaxConns)
+	}
+	if a.PostgresConnLifetime < caddy.Duration(time.Minute) {
+		return fail("postgres_conn_lifetime", "%s: must be at least 1m", time.Duration(a.PostgresConnLifetime))
 	}
 
 	forms := 0

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -30,6 +31,9 @@ func init() {
 //	authgate {
 //		postgres       <url>
 //		schema         <name>
+//		postgres_max_conns  <n>
+//		postgres_idle_conns <n>
+//		postgres_conn_lifetime <duration>
 //		redis          <url>
 //		redis_sentinel <master> <addr>...
 //		redis_cluster  <addr>...
@@ -175,6 +179,29 @@ func (a *App) setDirective(d *caddyfile.Dispenser, directive string, args []stri
 		}
 		dst := map[string]*int{"max_sessions": &a.MaxSessions, "hash_concurrency": &a.HashConcurrency}[directive]
 		return num(dst, args[0])
+	case "postgres_max_conns", "postgres_idle_conns":
+		if err := want(1); err != nil {
+			return err
+		}
+		dst := map[string]*int{"postgres_max_conns": &a.PostgresMaxConns, "postgres_idle_conns": &a.PostgresIdleConns}[directive]
+		if err := num(dst, args[0]); err != nil {
+			return err
+		}
+		// In the JSON, 0 is the default: written here, it is a mistake
+		// (no pool, or no idle connection) that must not pass as one.
+		if *dst < 1 {
+			return d.Errf("authgate: %s: %d: must be at least 1", directive, *dst)
+		}
+	case "postgres_conn_lifetime":
+		if err := want(1); err != nil {
+			return err
+		}
+		if err := dur(&a.PostgresConnLifetime, args[0]); err != nil {
+			return err
+		}
+		if a.PostgresConnLifetime < caddy.Duration(time.Minute) {
+			return d.Errf("authgate: %s: %s: must be at least 1m", directive, time.Duration(a.PostgresConnLifetime))
+		}
 	case "cookie_name":
 		return str(&a.CookieName)
 	case "cookie_domain":

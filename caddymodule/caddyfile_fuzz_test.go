@@ -12,7 +12,7 @@ import (
 
 // directives are every setting of the global option and the site directive.
 var directives = []string{
-	"postgres", "schema", "redis", "redis_sentinel", "redis_cluster", "redis_prefix", "mail_dir", "smtp",
+	"postgres", "schema", "postgres_max_conns", "postgres_idle_conns", "postgres_conn_lifetime", "redis", "redis_sentinel", "redis_cluster", "redis_prefix", "mail_dir", "smtp",
 	"mail_from", "registration", "session_ttl", "session_idle", "max_sessions", "session_cache", "cookie_name",
 	"cookie_domain", "otp_ttl", "reset_url", "argon2", "hash_concurrency", "password_min_score",
 	"throttle_user", "throttle_ip", "throttle_codes",
@@ -55,7 +55,8 @@ func FuzzCaddyfile(f *testing.F) {
 		{base + "schema app\nredis_prefix myapp\nmail_dir /tmp/mail\nmail_from login@example.com\nregistration closed\n" +
 			"session_ttl 12h\nsession_idle 30m\nmax_sessions 3\ncookie_name sid\ncookie_domain example.com\notp_ttl 15m\n" +
 			"reset_url https://app.example.com/reset?t={token}\nargon2 19456 2 1\nhash_concurrency 2\npassword_min_score 3\n" +
-			"session_cache off\nthrottle_user 5 10m\nthrottle_ip 50 1h\nthrottle_codes 20 24h",
+			"session_cache off\nthrottle_user 5 10m\nthrottle_ip 50 1h\nthrottle_codes 20 24h\n" +
+			"postgres_max_conns 24\npostgres_idle_conns 12\npostgres_conn_lifetime 1h",
 			"prefix /login-area\naccount_api /api/user\npublic /healthz /assets/*\ntitle \"Example Corp\"\norigin https://app.example.com"},
 		{"postgres {env.PG}\nredis {env.REDIS}\nsession_ttl {env.TTL}\nmax_sessions {env.N}", "public /{env.P}"},
 		{"postgres postgres://u@localhost/db?sslmode=bogus\nredis redis://localhost:6379", ""},

@@ -147,6 +147,14 @@ func TestCaddyfileErrorsNameTheDirective(t *testing.T) {
 		{"password_min_score twice a number", base + "password_min_score 1 2", "", "password_min_score"},
 		{"an unknown setting", base + "colour blue", "", "colour"},
 		{"schema not an identifier", base + "schema Bad-Name", "", "schema"},
+		{"postgres_max_conns zero", base + "postgres_max_conns 0", "", "postgres_max_conns"},
+		{"postgres_max_conns not a number", base + "postgres_max_conns many", "", "postgres_max_conns"},
+		{"postgres_max_conns beyond any pool", base + "postgres_max_conns 100000", "", "postgres_max_conns"},
+		{"postgres_idle_conns zero", base + "postgres_idle_conns 0", "", "postgres_idle_conns"},
+		{"postgres_idle_conns above the default ceiling", base + "postgres_idle_conns 17", "", "postgres_idle_conns"},
+		{"postgres_idle_conns above postgres_max_conns", base + "postgres_max_conns 4\npostgres_idle_conns 5", "", "postgres_idle_conns"},
+		{"postgres_conn_lifetime too short", base + "postgres_conn_lifetime 10s", "", "postgres_conn_lifetime"},
+		{"postgres_conn_lifetime not a duration", base + "postgres_conn_lifetime long", "", "postgres_conn_lifetime"},
 		{"prefix not a path", base, "prefix auth", "prefix"},
 		{"account_api under prefix", base, "account_api /auth/api", "account_api"},
 		{"public without patterns", base, "public", "public"},
@@ -184,6 +192,9 @@ func TestValidateChecksJSONConfig(t *testing.T) {
 		{"no postgres", `{"redis":"redis://localhost:6379"}`, "postgres"},
 		{"registration neither open nor closed", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","registration":"maybe"}`, "registration"},
 		{"max_sessions negative", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","max_sessions":-4}`, "max_sessions"},
+		{"postgres_max_conns negative", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","postgres_max_conns":-1}`, "postgres_max_conns"},
+		{"postgres_idle_conns above postgres_max_conns", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","postgres_max_conns":2,"postgres_idle_conns":3}`, "postgres_idle_conns"},
+		{"postgres_conn_lifetime too short", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","postgres_conn_lifetime":1000000000}`, "postgres_conn_lifetime"},
 		{"redis and redis_cluster", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","redis_cluster":["h:2"]}`, "redis"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -460,6 +471,56 @@ func TestResetURLNeedsOriginInJSON(t *testing.T) {
 			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), "authgate: "+tc.want+":")):
 				t.Fatalf("error %v, want one naming %s", err, tc.want)
 			}
+		})
+	}
+}
+
+// The PostgreSQL pool keeps open what it may use (by default), so that a
+// burst of queries does not open connections (a server process each) only
+// to close them again; both sizes are the operator's to set.
+func TestPostgresPoolSizes(t *testing.T) {
+	for _, tc := range []struct {
+		name, global string
+		max, idle    int
+	}{
+		{"default", "", DefaultPostgresMaxConns, DefaultPostgresMaxConns},
+		{"set", "postgres_max_conns 3\n\t\tpostgres_idle_conns 2", 3, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, options{global: tc.global})
+			db := activeApp(t).stores.db
+			if got := db.Stats().MaxOpenConnections; got != tc.max {
+				t.Fatalf("MaxOpenConnections = %d, want %d", got, tc.max)
+			}
+			// A burst that holds every connection at once, then lets go.
+			ctx := context.Background()
+			closedBefore := db.Stats().MaxIdleClosed
+			conns := make([]*sql.Conn, tc.max)
+			for i := range conns {
+				c, err := db.Conn(ctx)
+				if err == nil {
+					err = c.PingContext(ctx)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns[i] = c
+			}
+			for _, c := range conns {
+				_ = c.Close()
+			}
+			st := db.Stats()
+			if st.OpenConnections != tc.idle || st.Idle != tc.idle || st.MaxIdleClosed-closedBefore != int64(tc.max-tc.idle) {
+				t.Fatalf("after the burst: %d open, %d idle, %d closed for the idle limit; want %d, %d, %d",
+					st.OpenConnections, st.Idle, st.MaxIdleClosed-closedBefore, tc.idle, tc.idle, tc.max-tc.idle)
+			}
+			// The server agrees: the pool's connections, and the test's own.
+			const backends = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+			var got int64
+			testenv.WaitFor(t, fmt.Sprintf("%d connections to the database", tc.idle+1), func() bool {
+				got = e.scalar(backends).(int64)
+				return got == int64(tc.idle+1)
+			})
 		})
 	}
 }

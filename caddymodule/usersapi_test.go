@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/authgate/authgate/caddymodule/testenv"
 )
 
 var hex32 = regexp.MustCompile(`^[0-9a-f]{32}$`)
@@ -164,8 +166,9 @@ func TestUsersInfoAndLogout(t *testing.T) {
 	if r.str("username") != "frank" || r.str("email") != "frank@example.com" || r.str("userhash") != userhash {
 		t.Fatalf("info %s", r.body)
 	}
-	if _, err := time.Parse(time.RFC3339, r.str("created_at")); err != nil {
-		t.Fatalf("created_at %q", r.str("created_at"))
+	created := e.scalar("SELECT created_at FROM authgate.users WHERE username = 'frank'").(time.Time)
+	if r.str("created_at") != created.UTC().Format(time.RFC3339) {
+		t.Fatalf("created_at %q, the account's %s", r.str("created_at"), created)
 	}
 	if strings.Contains(string(r.body), "argon2") || len(r.message().(map[string]any)) != 5 {
 		t.Fatalf("info tells too much: %s", r.body)
@@ -193,6 +196,51 @@ func TestUsersInfoAndLogout(t *testing.T) {
 	// Logging out without a session is fine.
 	r = e.do(nil, "POST", "/auth/users/logout", nil)
 	e.expect(r, 200, true, "LOGOUT_OK")
+}
+
+// users/info answers from the session, as the gate does, and reads only
+// the account's creation time, once: with PostgreSQL down it keeps
+// answering for an account it has read, while logins answer 503; once
+// PostgreSQL is back, logins work again by themselves.
+func TestUsersInfoWhilePostgresIsDown(t *testing.T) {
+	pg := testenv.OwnPostgres(t)
+	e := newEnv(t, options{postgres: pg.URL()})
+	e.register("gina", "gina-password", "gina@example.com")
+	c := e.client()
+	ssid := e.login(c, "gina", "gina-password").str("ssid")
+	before := e.do(c, "GET", "/auth/users/info", nil)
+	e.expect(before, 200, true, "")
+	created := e.scalar("SELECT created_at FROM authgate.users WHERE username = 'gina'").(time.Time)
+	if before.str("created_at") != created.UTC().Format(time.RFC3339) || before.str("email") != "gina@example.com" {
+		t.Fatalf("info %s, created_at of the account %s", before.body, created)
+	}
+
+	if err := pg.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	r := e.do(c, "GET", "/auth/users/info", nil)
+	e.expect(r, 200, true, "")
+	if string(r.body) != string(before.body) {
+		t.Fatalf("info with PostgreSQL down %s, before %s", r.body, before.body)
+	}
+	r = e.do(e.client(), "POST", "/auth/users/login", map[string]any{"username": "gina", "password": "gina-password"})
+	e.expect(r, 503, false, "SERVICE_UNAVAILABLE")
+	if keys := e.rdb.Keys(t.Context(), e.prefix+":*:session:*").Val(); len(keys) != 1 {
+		t.Fatalf("sessions in Redis with PostgreSQL down: %v, want gina's one", keys)
+	}
+
+	if err := pg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var status int
+	testenv.WaitFor(t, "a login once PostgreSQL is back", func() bool {
+		r = e.do(e.client(), "POST", "/auth/users/login", map[string]any{"username": "gina", "password": "gina-password"})
+		status = r.status
+		return status != http.StatusServiceUnavailable
+	})
+	e.expect(r, 200, true, "")
+	r = e.do(nil, "GET", "/auth/users/info", nil, "Authorization", "Bearer "+ssid)
+	e.expect(r, 200, true, "")
 }
 
 func TestUsersMaxSessions(t *testing.T) {

@@ -1006,3 +1006,71 @@ func TestLoginSessionRecord(t *testing.T) {
 		}
 	}
 }
+
+// users/info answers from the session and reads an account's creation
+// time from PostgreSQL once: the endpoint a forward_auth setup calls on
+// every request costs no query, and keeps answering while PostgreSQL is
+// down for the accounts it has read.
+func TestAccountInfo(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		warm    bool // users/info asked once before, with PostgreSQL up
+		down    bool
+		want    error
+		queries int // accounts store calls by the call under test
+		metrics map[string]int
+	}{
+		{name: "first call reads the account", queries: 1},
+		{name: "later calls read nothing", warm: true},
+		{name: "PostgreSQL down, account read before", warm: true, down: true},
+		{name: "PostgreSQL down, account not read yet", down: true, want: pgDown, queries: 1, metrics: map[string]int{"store_error/postgres": 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t)
+			alice := r.user("alice", alicePW, "alice@example.com")
+			_, sess, err := r.svc.StartSession(t.Context(), alice, Attempt{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.warm {
+				if _, err := r.svc.AccountInfo(t.Context(), sess); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tc.down {
+				r.accounts.err = pgDown
+			}
+			before := r.accounts.calls
+			u, err := r.svc.AccountInfo(t.Context(), sess)
+			if !is(err, tc.want) {
+				t.Fatalf("error %v, want %v", err, tc.want)
+			}
+			if got := r.accounts.calls - before; got != tc.queries {
+				t.Errorf("%d accounts store calls, want %d", got, tc.queries)
+			}
+			want := accounts.User{ID: alice.ID, Userhash: alice.Userhash, Username: "alice", Email: "alice@example.com", CreatedAt: alice.CreatedAt}
+			if tc.want == nil && u != want {
+				t.Errorf("info %+v, want %+v", u, want)
+			}
+			checkMetrics(t, r, tc.metrics)
+		})
+	}
+}
+
+func TestCreatedTimesBounded(t *testing.T) {
+	t.Parallel()
+	c := newCreatedTimes(2)
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	for id := int64(1); id <= 3; id++ {
+		c.put(id, at.Add(time.Duration(id)*time.Hour))
+	}
+	c.put(3, at.Add(3*time.Hour)) // again: no entry lost for it
+	if len(c.m) != 2 {
+		t.Fatalf("%d entries kept, want 2", len(c.m))
+	}
+	if got, ok := c.get(3); !ok || !got.Equal(at.Add(3*time.Hour)) {
+		t.Fatalf("the newest entry: %v %v", got, ok)
+	}
+}

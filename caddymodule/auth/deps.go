@@ -148,6 +148,7 @@ func New(c Config) *Service {
 		logger:           c.Logger,
 		emit:             c.Emit,
 		now:              c.Now,
+		created:          newCreatedTimes(createdMax),
 	}
 	if s.metrics == nil {
 		s.metrics = noMetrics{}

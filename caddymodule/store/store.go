@@ -46,19 +46,36 @@ type pooledRedis struct{ redis.UniversalClient }
 
 func (p pooledRedis) Destruct() error { return p.UniversalClient.Close() }
 
+// PostgresPool sizes the PostgreSQL connection pool of one instance.
+type PostgresPool struct {
+	// MaxConns bounds the connections open at once; more queries wait.
+	MaxConns int
+	// IdleConns is how many stay open between queries. Below MaxConns,
+	// every burst above it opens connections (a server process each, a
+	// TLS handshake over a network) only to close them again.
+	IdleConns int
+	// Lifetime, when set, closes a connection this long after it opened,
+	// so that the pool moves to a new primary or pooler behind the same
+	// address and no server process grows for ever.
+	Lifetime time.Duration
+}
+
 // Postgres returns the shared connection pool for dsn and a release function
 // to call at cleanup. It does not connect: use Ping to check reachability.
-func Postgres(dsn string) (*sql.DB, func(), error) {
-	key := "postgres|" + dsn
+func Postgres(dsn string, size PostgresPool) (*sql.DB, func(), error) {
+	// The sizes are part of the key: a reload that changes them gets a pool
+	// of the new size, and the old one closes with the old config.
+	key := fmt.Sprintf("postgres|%d|%d|%d|%s", size.MaxConns, size.IdleConns, size.Lifetime, dsn)
 	val, _, err := pool.LoadOrNew(key, func() (caddy.Destructor, error) {
 		connector, err := pq.NewConnector(dsn)
 		if err != nil {
 			return nil, err
 		}
 		db := sql.OpenDB(connector)
-		db.SetMaxOpenConns(32)
-		db.SetMaxIdleConns(8)
+		db.SetMaxOpenConns(size.MaxConns)
+		db.SetMaxIdleConns(size.IdleConns)
 		db.SetConnMaxIdleTime(5 * time.Minute)
+		db.SetConnMaxLifetime(size.Lifetime)
 		return pooledDB{db}, nil
 	})
 	if err != nil {

@@ -54,7 +54,7 @@ type Service interface {
 	RequestOTP(ctx context.Context, name, ip string) (accounts.User, string, error)
 	ResetWithOTP(ctx context.Context, userhash, reqid, code, newPassword, ip string) (accounts.User, error)
 	Authenticate(ctx context.Context, token string) (sessions.Session, error)
-	Account(ctx context.Context, sess sessions.Session) (accounts.User, error)
+	AccountInfo(ctx context.Context, sess sessions.Session) (accounts.User, error)
 	Logout(ctx context.Context, token, ip string) error
 	RegistrationOpen() bool
 	NewDevice(u accounts.User) (string, time.Time)
@@ -218,7 +218,7 @@ func (a *API) info(w http.ResponseWriter, r *http.Request, _ web.Params) {
 	if !ok {
 		return
 	}
-	u, err := a.Service.Account(r.Context(), sess)
+	u, err := a.Service.AccountInfo(r.Context(), sess)
 	if err != nil {
 		a.fail(w, r, err)
 		return

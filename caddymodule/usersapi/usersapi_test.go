@@ -71,8 +71,8 @@ func (f *fakeService) Authenticate(context.Context, string) (sessions.Session, e
 	return sessions.Session{UserID: ann.ID, Userhash: ann.Userhash, Username: ann.Username}, nil
 }
 
-func (f *fakeService) Account(context.Context, sessions.Session) (accounts.User, error) {
-	return ann, f.call("Account")
+func (f *fakeService) AccountInfo(context.Context, sessions.Session) (accounts.User, error) {
+	return ann, f.call("AccountInfo")
 }
 
 func (f *fakeService) Logout(context.Context, string, string) error { return f.call("Logout") }
@@ -115,7 +115,7 @@ var (
 	register = call{method: "POST", path: "register", body: `{"username":"ann","password":"pw","email":"ann@example.com"}`, fails: "Register"}
 	otp      = call{method: "POST", path: "requestotp", body: `{"username":"ann"}`, fails: "RequestOTP"}
 	modify   = call{method: "POST", path: "modifypassword", body: `{"userhash":"` + ann.Userhash + `","reqid":"r","OTP":"123456","password":"pw"}`, fails: "ResetWithOTP"}
-	info     = call{method: "GET", path: "info", header: []string{"Authorization", "Bearer " + annToken}, fails: "Account"}
+	info     = call{method: "GET", path: "info", header: []string{"Authorization", "Bearer " + annToken}, fails: "AccountInfo"}
 	session  = call{method: "GET", path: "info", header: []string{"Authorization", "Bearer " + annToken}, fails: "Authenticate"}
 	logout   = call{method: "POST", path: "logout", header: []string{"Authorization", "Bearer " + annToken}, fails: "Logout"}
 	badLogin = call{method: "POST", path: "login", body: `{"username":"ann","password":"p\u0000w"}`, fails: "RefuseLogin"}

@@ -139,7 +139,7 @@ func TestCount(t *testing.T) {
 }
 
 func TestAuthgateGlobal(t *testing.T) {
-	g := authgateGlobal("postgres://p", "redis://r", "session_cache off; hash_concurrency 1")
+	g := authgateGlobal("postgres://p", "redis redis://r", "session_cache off; hash_concurrency 1")
 	for _, want := range []string{"postgres postgres://p", "redis redis://r", "redis_prefix bench",
 		"throttle_user 1000000 1m", "throttle_ip 1000000 1m", "\t\tsession_cache off\n", "\t\thash_concurrency 1\n"} {
 		if !strings.Contains(g, want) {

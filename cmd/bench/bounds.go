@@ -478,7 +478,7 @@ func (b *bench) smtpStalled(ctx context.Context) (section, error) {
 	if err != nil {
 		return section{}, err
 	}
-	global := authgateGlobal(b.pg.URL(), b.redis.URL(), b.extra+"; smtp smtp://"+st.addr()+"; mail_from bench@example.com")
+	global := authgateGlobal(b.pg.URL(), "redis "+b.redis.URL(), b.extra+"; smtp smtp://"+st.addr()+"; mail_from bench@example.com")
 	proc, err := b.start(ctx, "smtp-stall", b.caddy, gateCaddyfile(admin, port, b.ports.Upstream, global), port)
 	if err != nil {
 		return section{}, err

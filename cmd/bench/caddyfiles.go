@@ -19,8 +19,9 @@ func globals(admin int, extra string) string {
 
 // authgateGlobal is the authgate global option of the bench. The throttles
 // are set out of reach so that the login flood measures hashing, not the
-// throttle's 429s. extra holds more directives (-authgate flag), e.g. to
-// compare a setting.
+// throttle's 429s. redis is the directive naming the sessions' Redis
+// (redis <url>, or redis_cluster <addr>...). extra holds more directives
+// (-authgate flag), e.g. to compare a setting.
 func authgateGlobal(postgres, redis, extra string) string {
 	return authgateOption(postgres, redis, "bench", "throttle_user 1000000 1m; throttle_ip 1000000 1m", extra)
 }
@@ -29,7 +30,7 @@ func authgateGlobal(postgres, redis, extra string) string {
 // prefix, and more directives, each argument holding ';'-separated ones.
 func authgateOption(postgres, redis, prefix string, directives ...string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\tauthgate {\n\t\tpostgres %s\n\t\tredis %s\n\t\tredis_prefix %s\n", postgres, redis, prefix)
+	fmt.Fprintf(&b, "\tauthgate {\n\t\tpostgres %s\n\t\t%s\n\t\tredis_prefix %s\n", postgres, redis, prefix)
 	for _, d := range directives {
 		for line := range strings.SplitSeq(d, ";") {
 			if line = strings.TrimSpace(line); line != "" {
@@ -58,7 +59,9 @@ type mainPorts struct {
 // auth endpoint forward_auth asks: authgate's own users/info on a second
 // site, so forward_auth pays what Authelia-style gateways pay, one more
 // HTTP hop per request (Caddy passes the request's headers, the Cookie
-// included, on to the auth endpoint).
+// included, on to the auth endpoint). The auth endpoint's site also serves
+// the REST dialect at /api/user, for the accounts part (with the origin
+// its recovery mails need).
 func mainCaddyfile(p mainPorts, authgate string) string {
 	up := fmt.Sprintf("127.0.0.1:%d", p.Upstream)
 	return globals(p.Admin, authgate) + fmt.Sprintf(`
@@ -79,10 +82,29 @@ http://:%d {
 }
 
 http://:%d {
-	authgate
+	authgate {
+		account_api /api/user
+		origin http://127.0.0.1:%d
+	}
 	respond 404
 }
-`, p.Plain, up, p.Gate, up, p.ForwardAuth, p.AuthEndpoint, up, p.AuthEndpoint)
+`, p.Plain, up, p.Gate, up, p.ForwardAuth, p.AuthEndpoint, up, p.AuthEndpoint, p.AuthEndpoint)
+}
+
+// pairCaddyfile is a Caddy with a plain and a gate site, for a comparison
+// of the two in a process of its own (the Redis Cluster part).
+func pairCaddyfile(admin, plain, gate, upstream int, authgate string) string {
+	up := fmt.Sprintf("127.0.0.1:%d", upstream)
+	return globals(admin, authgate) + fmt.Sprintf(`
+http://:%d {
+	reverse_proxy %s
+}
+
+http://:%d {
+	authgate
+	reverse_proxy %s
+}
+`, plain, up, gate, up)
 }
 
 // gateCaddyfile is a Caddy with the gate site only: the scale variants and

@@ -71,12 +71,14 @@ var parts = []struct {
 	run  func(*bench, context.Context) (section, error)
 }{
 	{"throughput", (*bench).throughput},
+	{"accounts", (*bench).accounts},
 	{"flood", (*bench).flood},
 	{"neighbour", (*bench).neighbour},
 	{"scale", (*bench).scale},
 	{"memory", (*bench).memory},
 	{"bounds", (*bench).bounds},
 	{"redis-memory", (*bench).redisMemory},
+	{"cluster", (*bench).cluster},
 }
 
 func partNames() []string {

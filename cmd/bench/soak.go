@@ -140,7 +140,7 @@ func soak(ctx context.Context, o soakOptions, caddy, xcaddyConfig string) error 
 		gateC: &http.Client{Timeout: soakPatience, Transport: &http.Transport{MaxIdleConnsPerHost: 16}},
 		run:   strings.ToLower(rand.Text()[:6]),
 	}
-	s.caddyfile = soakCaddyfile(ports[0], ports[1], ports[2], st.pg.URL(), st.redis.URL(), s.mailDir)
+	s.caddyfile = soakCaddyfile(ports[0], ports[1], ports[2], st.pg.URL(), "redis "+st.redis.URL(), s.mailDir)
 	logger.Printf("starting the soak's Caddy")
 	if s.proc, err = st.start(ctx, "soak", caddy, s.caddyfile, ports[1], ports[2]); err != nil {
 		return err

@@ -32,8 +32,9 @@ type stack struct {
 // startStack starts the stores, the upstream and authgate's Caddy (bin
 // caddy, with extra authgate directives), and waits until every site
 // answers. On error, what was started is stopped again.
-func startStack(ctx context.Context, caddy, extra string) (s *stack, err error) {
-	if s, err = startStores(caddy, extra); err != nil {
+func startStack(ctx context.Context, caddy, extra string) (_ *stack, err error) {
+	s, err := startStores(caddy, extra)
+	if err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -63,12 +64,14 @@ func startStack(ctx context.Context, caddy, extra string) (s *stack, err error) 
 // startStores starts the part of a stack that every run needs, whatever
 // Caddys it then starts: the temporary directory, PostgreSQL and the
 // gate's Redis. On error, what was started is stopped again.
-func startStores(caddy, extra string) (s *stack, err error) {
+func startStores(caddy, extra string) (_ *stack, err error) {
 	dir, err := os.MkdirTemp("", "authgate-bench-")
 	if err != nil {
 		return nil, err
 	}
-	s = &stack{dir: dir, caddy: caddy, extra: extra}
+	// Not the named result, which a failing return sets to nil before the
+	// deferred Stop runs.
+	s := &stack{dir: dir, caddy: caddy, extra: extra}
 	s.onStop(func() { os.RemoveAll(dir) })
 	defer func() {
 		if err != nil {
@@ -129,7 +132,13 @@ func (s *stack) startRedis(name string) (*testenv.Redis, error) {
 // global is the authgate global option for a Caddy of the stack whose
 // sessions live in the Redis at redisURL.
 func (s *stack) global(redisURL string) string {
-	return authgateGlobal(s.pg.URL(), redisURL, s.extra)
+	return s.globalWith("redis " + redisURL)
+}
+
+// globalWith is the authgate global option for a Caddy of the stack whose
+// sessions live where the directive redis says (redis_cluster …).
+func (s *stack) globalWith(redis string) string {
+	return authgateGlobal(s.pg.URL(), redis, s.extra)
 }
 
 // url is the root of a loopback site.

@@ -67,7 +67,7 @@ func (b *bench) throughput(ctx context.Context) (section, error) {
 		},
 		notes: []string{
 			"plain and gate are two sites of the same Caddy process (bin/caddy); gate requests carry the session cookie of a user registered and logged in through `POST /auth/users/register` and `/auth/users/login`.",
-			"forward_auth: Caddy's `forward_auth` to `/auth/users/info` on another site of the same process (the Authelia model: one more HTTP request per request; users/info also reads the account from PostgreSQL).",
+			"forward_auth: Caddy's `forward_auth` to `/auth/users/info` on another site of the same process (the Authelia model: one more HTTP request per request; users/info answers from the session, as the gate does).",
 			"caddy-security: `authorize with` a policy holding the shared HS512 key; each request carries a pre-made JWT cookie (`access_token`) that caddy-security verifies (it caches only tokens its own portal issued); `Remote-User`/`Remote-Email` injected, like the gate's headers.",
 		},
 	}, nil
