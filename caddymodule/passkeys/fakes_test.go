@@ -220,13 +220,13 @@ type counts struct {
 	events []string
 }
 
-func (c *counts) Passkey(ceremony, result string) {
+func (c *counts) MFA(factor, result string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.byKey == nil {
 		c.byKey = map[string]int{}
 	}
-	c.byKey[ceremony+"/"+result]++
+	c.byKey[factor+"/"+result]++
 }
 
 func (c *counts) audit(event, username, ip string, fields ...zap.Field) {

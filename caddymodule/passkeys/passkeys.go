@@ -163,11 +163,16 @@ type Accounts interface {
 	ByID(ctx context.Context, id int64) (accounts.User, error)
 }
 
-// Metrics counts ceremonies by kind (register, login, second) and result
-// (success, refused, expired, cloned, error); metrics.Metrics does.
+// Metrics counts the uses of second factors by factor (Factor here) and
+// result: enrolled, removed, success, invalid (an answer that did not
+// verify), expired (a challenge answered late or twice), cloned (a counter
+// that went backwards), error; metrics.Metrics does.
 type Metrics interface {
-	Passkey(ceremony, result string)
+	MFA(factor, result string)
 }
+
+// Factor is how audit events, metrics and sessions (amr) name passkeys.
+const Factor = "webauthn"
 
 // Config is what New builds a Service from; Credentials, Ceremonies and
 // Accounts are required.
@@ -212,7 +217,7 @@ func New(c Config) *Service {
 
 type noMetrics struct{}
 
-func (noMetrics) Passkey(string, string) {}
+func (noMetrics) MFA(string, string) {}
 
 // user is an account as go-webauthn sees it. Its user handle, which
 // authenticators keep and send back, is the account's userhash: random,
@@ -328,7 +333,7 @@ func (s *Service) FinishRegistration(ctx context.Context, rp *RP, u accounts.Use
 	if rp.Unavailable() != "" {
 		return Passkey{}, ErrUnavailable
 	}
-	st, err := s.take(ctx, ceremony, Binding{Kind: ceremony, Userhash: u.Userhash, Ticket: sessionID})
+	st, err := s.take(ctx, Binding{Kind: ceremony, Userhash: u.Userhash, Ticket: sessionID})
 	if err != nil {
 		return Passkey{}, err
 	}
@@ -341,7 +346,7 @@ func (s *Service) FinishRegistration(ctx context.Context, rp *RP, u accounts.Use
 	}
 	creds, err := s.creds.List(ctx, u.ID)
 	if err != nil {
-		s.metrics.Passkey(ceremony, "error")
+		s.count("error")
 		return Passkey{}, err
 	}
 	cred, err := rp.web.CreateCredential(user{u: u, creds: creds}, st.Session, parsed)
@@ -364,14 +369,14 @@ func (s *Service) FinishRegistration(ctx context.Context, rp *RP, u accounts.Use
 		// Another account's, or this one's: either way not a new passkey.
 		return Passkey{}, s.refuse(ceremony, u, ip, err)
 	case errors.Is(err, ErrTooMany):
-		s.metrics.Passkey(ceremony, "refused")
+		s.count("invalid")
 		return Passkey{}, err
 	case err != nil:
-		s.metrics.Passkey(ceremony, "error")
+		s.count("error")
 		return Passkey{}, err
 	}
-	s.metrics.Passkey(ceremony, "success")
-	s.audit("mfa_enrolled", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("factor", "webauthn"),
+	s.count("enrolled")
+	s.audit("mfa_enrolled", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("factor", Factor),
 		zap.String("credential", EncodeID(stored.ID)))
 	return stored, nil
 }
@@ -408,10 +413,10 @@ func (s *Service) FinishLogin(ctx context.Context, rp *RP, ticket string, respon
 		return accounts.User{}, ErrUnavailable
 	}
 	if !ValidTicket(ticket) {
-		s.metrics.Passkey(ceremony, "expired")
+		s.count("expired")
 		return accounts.User{}, ErrNoCeremony
 	}
-	st, err := s.take(ctx, ceremony, Binding{Kind: ceremony, Ticket: ticket})
+	st, err := s.take(ctx, Binding{Kind: ceremony, Ticket: ticket})
 	if err != nil {
 		return accounts.User{}, err
 	}
@@ -438,7 +443,7 @@ func (s *Service) FinishLogin(ctx context.Context, rp *RP, ticket string, respon
 	_, cred, err := rp.web.ValidatePasskeyLogin(handler, st.Session, parsed)
 	if err != nil {
 		if lookupErr != nil && !refusal(lookupErr) {
-			s.metrics.Passkey(ceremony, "error")
+			s.count("error")
 			return accounts.User{}, lookupErr
 		}
 		return accounts.User{}, s.refuse(ceremony, owner, ip, err)
@@ -446,7 +451,7 @@ func (s *Service) FinishLogin(ctx context.Context, rp *RP, ticket string, respon
 	if err := s.used(ctx, ceremony, owner, cred, ip); err != nil {
 		return accounts.User{}, err
 	}
-	s.metrics.Passkey(ceremony, "success")
+	s.count("success")
 	return owner, nil
 }
 
@@ -483,7 +488,7 @@ func (s *Service) FinishSecondFactor(ctx context.Context, rp *RP, u accounts.Use
 	if rp.Unavailable() != "" {
 		return ErrUnavailable
 	}
-	st, err := s.take(ctx, ceremony, Binding{Kind: ceremony, Userhash: u.Userhash, Ticket: ticket})
+	st, err := s.take(ctx, Binding{Kind: ceremony, Userhash: u.Userhash, Ticket: ticket})
 	if err != nil {
 		return err
 	}
@@ -493,7 +498,7 @@ func (s *Service) FinishSecondFactor(ctx context.Context, rp *RP, u accounts.Use
 	}
 	creds, err := s.usableOf(ctx, u.ID)
 	if err != nil {
-		s.metrics.Passkey(ceremony, "error")
+		s.count("error")
 		return err
 	}
 	cred, err := rp.web.ValidateLogin(user{u: u, creds: creds}, st.Session, parsed)
@@ -503,7 +508,7 @@ func (s *Service) FinishSecondFactor(ctx context.Context, rp *RP, u accounts.Use
 	if err := s.used(ctx, ceremony, u, cred, ip); err != nil {
 		return err
 	}
-	s.metrics.Passkey(ceremony, "success")
+	s.count("success")
 	return nil
 }
 
@@ -521,7 +526,8 @@ func (s *Service) Remove(ctx context.Context, u accounts.User, id []byte, ip str
 	if _, err := s.creds.Remove(ctx, u.ID, id); err != nil {
 		return err
 	}
-	s.audit("mfa_removed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("factor", "webauthn"),
+	s.count("removed")
+	s.audit("mfa_removed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("factor", Factor),
 		zap.String("credential", EncodeID(id)))
 	return nil
 }
@@ -531,7 +537,8 @@ func (s *Service) Remove(ctx context.Context, u accounts.User, id []byte, ip str
 func (s *Service) RemoveAll(ctx context.Context, u accounts.User, ip string) (int, error) {
 	n, err := s.creds.RemoveAll(ctx, u.ID)
 	if err == nil && n > 0 {
-		s.audit("mfa_removed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("factor", "webauthn"),
+		s.count("removed")
+		s.audit("mfa_removed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("factor", Factor),
 			zap.Int("passkeys", n))
 	}
 	return n, err
@@ -542,7 +549,7 @@ func (s *Service) RemoveAll(ctx context.Context, u accounts.User, ip string) (in
 // sign-in; so does one that another sign-in moved past meanwhile.
 func (s *Service) used(ctx context.Context, ceremony string, u accounts.User, cred *webauthn.Credential, ip string) error {
 	if cred.Authenticator.CloneWarning {
-		s.metrics.Passkey(ceremony, "cloned")
+		s.count("cloned")
 		s.logger.Warn("passkey suspended: its signature counter went backwards, as a copied authenticator's would",
 			zap.Int64("user_id", u.ID), zap.String("username", u.Username), zap.String("client_ip", ip),
 			zap.String("credential", EncodeID(cred.ID)), zap.Uint32("sign_count", cred.Authenticator.SignCount))
@@ -556,7 +563,7 @@ func (s *Service) used(ctx context.Context, ceremony string, u accounts.User, cr
 		return s.refuse(ceremony, u, ip, errors.New("the passkey was removed, suspended or used with a later counter meanwhile"))
 	}
 	if err != nil {
-		s.metrics.Passkey(ceremony, "error")
+		s.count("error")
 		return err
 	}
 	return nil
@@ -595,10 +602,12 @@ func refusal(err error) bool {
 	return errors.Is(err, ErrNotFound) || errors.Is(err, errSuspended) || errors.Is(err, accounts.ErrNotFound)
 }
 
+func (s *Service) count(result string) { s.metrics.MFA(Factor, result) }
+
 // refuse logs why an answer did not verify and returns ErrRefused: the
 // client learns only that it was refused.
 func (s *Service) refuse(ceremony string, u accounts.User, ip string, why error) error {
-	s.metrics.Passkey(ceremony, "refused")
+	s.count("invalid")
 	fields := []zap.Field{zap.String("ceremony", ceremony), zap.String("client_ip", ip), zap.Error(why)}
 	var perr *protocol.Error
 	if errors.As(why, &perr) && perr.DevInfo != "" {
@@ -619,19 +628,19 @@ func (s *Service) save(ctx context.Context, b Binding, st state) error {
 	return s.ceremonies.Save(ctx, b, raw)
 }
 
-func (s *Service) take(ctx context.Context, ceremony string, b Binding) (state, error) {
+func (s *Service) take(ctx context.Context, b Binding) (state, error) {
 	raw, err := s.ceremonies.Take(ctx, b)
 	if errors.Is(err, ErrNoCeremony) {
-		s.metrics.Passkey(ceremony, "expired")
+		s.count("expired")
 		return state{}, err
 	}
 	if err != nil {
-		s.metrics.Passkey(ceremony, "error")
+		s.count("error")
 		return state{}, err
 	}
 	var st state
 	if err := json.Unmarshal(raw, &st); err != nil {
-		s.metrics.Passkey(ceremony, "error")
+		s.count("error")
 		return state{}, fmt.Errorf("reading passkey ceremony: %w", err)
 	}
 	return st, nil

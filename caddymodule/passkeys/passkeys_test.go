@@ -164,7 +164,7 @@ func TestRegisterThenSignIn(t *testing.T) {
 	if after := f.creds.get(t, p.ID); after.SignCount != 1 || after.LastUsed.IsZero() {
 		t.Errorf("after sign-in: count %d, last used %v; want 1 and a time", after.SignCount, after.LastUsed)
 	}
-	if n := f.counts.get("register/success") + f.counts.get("login/success"); n != 2 {
+	if n := f.counts.get("webauthn/enrolled") + f.counts.get("webauthn/success"); n != 2 {
 		t.Errorf("metrics %v", f.counts.byKey)
 	}
 	if n, _ := f.svc.Count(context.Background(), alice.ID); n != 1 {
@@ -246,7 +246,7 @@ func TestRegistrationRefused(t *testing.T) {
 			if tc.why != "" {
 				f.refusedFor(t, tc.why)
 			}
-			if tc.want == ErrRefused && f.counts.get("register/refused") != 1 {
+			if tc.want == ErrRefused && f.counts.get("webauthn/invalid") != 1 {
 				t.Errorf("metrics %v, want one refused registration", f.counts.byKey)
 			}
 		})
@@ -404,7 +404,7 @@ func TestSignInRefused(t *testing.T) {
 				if p := f.creds.get(t, alices.ID); p.Suspended.IsZero() || p.SignCount != 1 {
 					t.Errorf("after a counter went backwards: suspended %v, count %d; want suspended, count kept at 1", p.Suspended, p.SignCount)
 				}
-				if f.counts.get("login/cloned") != 1 {
+				if f.counts.get("webauthn/cloned") != 1 {
 					t.Errorf("metrics %v", f.counts.byKey)
 				}
 			}
