@@ -28,16 +28,21 @@ type Accounts interface {
 	ByUserhash(ctx context.Context, userhash string) (accounts.User, error)
 	Create(ctx context.Context, canonical, email, passwordHash string) (accounts.User, error)
 	SetPassword(ctx context.Context, id int64, passwordHash string) error
+	// SetEmail replaces the address ("" removes it).
+	SetEmail(ctx context.Context, id int64, email string) error
 }
 
 // Sessions stores the login sessions (Redis). Lookup returns
-// sessions.ErrNotFound for a token that names no live session.
+// sessions.ErrNotFound for a token that names no live session, End for an
+// ID that names none of the user's.
 type Sessions interface {
 	Create(ctx context.Context, sess sessions.Session) (string, sessions.Session, error)
 	Lookup(ctx context.Context, token string) (sessions.Session, error)
 	Delete(ctx context.Context, token string) error
 	RevokeUser(ctx context.Context, userhash, keepID string) (int, error)
 	List(ctx context.Context, userhash string) ([]sessions.Session, error)
+	End(ctx context.Context, userhash, id string) error
+	SetEmail(ctx context.Context, userhash, email string) error
 }
 
 // Codes issues and checks the one-time secrets of password recovery (OTPs

@@ -154,6 +154,21 @@ func (f *fakeAccounts) SetPassword(_ context.Context, id int64, hash string) err
 	return nil
 }
 
+func (f *fakeAccounts) SetEmail(_ context.Context, id int64, email string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call(); err != nil {
+		return err
+	}
+	u, ok := f.users[id]
+	if !ok {
+		return accounts.ErrNotFound
+	}
+	u.Email, u.UpdatedAt = email, f.clock.now()
+	f.users[id] = u
+	return nil
+}
+
 func (f *fakeAccounts) get(id int64) accounts.User {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -241,6 +256,36 @@ func (f *fakeSessions) List(_ context.Context, userhash string) ([]sessions.Sess
 		}
 	}
 	return out, nil
+}
+
+func (f *fakeSessions) End(_ context.Context, userhash, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	for token, sess := range f.live {
+		if sess.Userhash == userhash && sess.ID == id {
+			delete(f.live, token)
+			return nil
+		}
+	}
+	return sessions.ErrNotFound
+}
+
+func (f *fakeSessions) SetEmail(_ context.Context, userhash, email string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	for token, sess := range f.live {
+		if sess.Userhash == userhash {
+			sess.Email = email
+			f.live[token] = sess
+		}
+	}
+	return nil
 }
 
 // of returns the ids of the user's live sessions.

@@ -1,5 +1,5 @@
 // Package pages serves the browser pages under {prefix}: login, register,
-// reset and logout. They are plain server-rendered HTML from embedded
+// reset, logout and the signed-in user's account page. They are plain server-rendered HTML from embedded
 // templates, with one inline stylesheet and no JavaScript, so they work in
 // any browser and leak nothing to third parties.
 package pages
@@ -24,7 +24,7 @@ var files embed.FS
 
 var templates = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "register", "reset", "logout", "message"} {
+	for _, name := range []string{"login", "register", "reset", "logout", "message", "account"} {
 		out[name] = template.Must(template.ParseFS(files, "templates/layout.html", "templates/"+name+".html"))
 	}
 	return out
@@ -47,6 +47,8 @@ type view struct {
 	RegistrationOpen                      bool
 	Step, Userhash, Reqid, Token          string
 	Done                                  bool
+	// Account is the account page's own (see account.go).
+	Account *accountView
 }
 
 // Serve answers the page name (the path after the prefix) and reports
@@ -62,6 +64,8 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 		serve = p.reset
 	case "logout":
 		serve = p.logout
+	case "account":
+		serve = p.account
 	default:
 		return false
 	}
