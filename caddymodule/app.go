@@ -26,6 +26,7 @@ import (
 	"github.com/authgate/authgate/caddymodule/mail"
 	"github.com/authgate/authgate/caddymodule/metrics"
 	"github.com/authgate/authgate/caddymodule/onetime"
+	"github.com/authgate/authgate/caddymodule/passkeys"
 	"github.com/authgate/authgate/caddymodule/password"
 	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/store"
@@ -121,6 +122,7 @@ type App struct {
 	stores    stores
 	hasher    *password.Hasher // its workers run from newService to Cleanup
 	runtime   atomic.Pointer[auth.Service]
+	passkeys  atomic.Pointer[passkeys.Service]
 	started   chan struct{} // closed by Start
 	stopWatch context.CancelFunc
 	watching  chan struct{} // closed when the cache's watcher has ended
@@ -301,7 +303,7 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 	if err := a.reportNames(ctx); err != nil {
 		return nil, err
 	}
-	return auth.New(auth.Config{
+	svc := auth.New(auth.Config{
 		Accounts: a.stores.accounts,
 		Sessions: a.stores.sessions,
 		Codes:    onetime.New(rdb, a.RedisPrefix, secret, time.Duration(a.OTPTTL)),
@@ -320,7 +322,19 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 		Emit:         a.emit,
 
 		PasswordMinScore: *a.PasswordMinScore,
-	}), nil
+	})
+	credentials, err := passkeys.NewStore(a.stores.db, a.Schema)
+	if err != nil {
+		return nil, err
+	}
+	a.passkeys.Store(passkeys.New(passkeys.Config{
+		Credentials: credentials,
+		Ceremonies:  passkeys.NewCeremonies(rdb, a.RedisPrefix, passkeys.CeremonyTTL),
+		Accounts:    a.stores.accounts,
+		Audit:       svc.Audit,
+		Logger:      a.logger,
+	}))
+	return svc, nil
 }
 
 // reportNames tells the operator, at every start, of the accounts without a

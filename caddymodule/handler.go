@@ -15,6 +15,7 @@ import (
 	"github.com/authgate/authgate/caddymodule/auth"
 	"github.com/authgate/authgate/caddymodule/gatepath"
 	"github.com/authgate/authgate/caddymodule/pages"
+	"github.com/authgate/authgate/caddymodule/passkeys"
 	"github.com/authgate/authgate/caddymodule/password"
 	"github.com/authgate/authgate/caddymodule/restapi"
 	"github.com/authgate/authgate/caddymodule/sessions"
@@ -110,7 +111,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Title == "" {
 		h.Title = "authgate"
 	}
-	h.pages = &pages.Pages{Cookie: h.cookie, Prefix: h.Prefix, Title: h.Title, Logger: h.logger}
+	rp, err := passkeys.NewRP(h.Origin, h.app.CookieDomain, h.Title)
+	if err != nil {
+		return err
+	}
+	if why := rp.Unavailable(); why != "" {
+		h.logger.Info("passkeys are not available on this site", zap.String("origin", h.Origin), zap.String("reason", why))
+	}
+	h.pages = &pages.Pages{Cookie: h.cookie, Prefix: h.Prefix, Title: h.Title, Logger: h.logger, RP: rp}
 	if err := h.needOrigin(h.app.ResetURL); err != nil {
 		return err
 	}
@@ -207,7 +215,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return nil
 		}
 		pg := *h.pages
-		pg.Service = svc
+		pg.Service, pg.Passkeys = svc, h.app.passkeys.Load()
 		if !pg.Serve(w, r, strings.TrimPrefix(path, h.Prefix)) {
 			usersapi.Fail(w, http.StatusNotFound, usersapi.NotFound)
 		}

@@ -1,7 +1,9 @@
 // Package pages serves the browser pages under {prefix}: login, register,
 // reset, logout and the signed-in user's account page. They are plain server-rendered HTML from embedded
 // templates, with one inline stylesheet and no JavaScript, so they work in
-// any browser and leak nothing to third parties.
+// any browser and leak nothing to third parties. Passkeys alone need a
+// script, since only one can call the browser's WebAuthn API: passkeys.js,
+// embedded and served from {prefix} like the pages.
 package pages
 
 import (
@@ -16,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/passkeys"
 	"github.com/authgate/authgate/caddymodule/web"
 )
 
@@ -24,7 +27,7 @@ var files embed.FS
 
 var templates = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "register", "reset", "logout", "message", "account"} {
+	for _, name := range []string{"login", "register", "reset", "logout", "message", "account", "passkeys"} {
 		out[name] = template.Must(template.ParseFS(files, "templates/layout.html", "templates/"+name+".html"))
 	}
 	return out
@@ -38,6 +41,10 @@ type Pages struct {
 	// Title is the product name line shown above every form.
 	Title  string
 	Logger *zap.Logger
+	// Passkeys runs the passkey ceremonies (nil: none), for the site as
+	// the relying party RP (see passkeys.go).
+	Passkeys *passkeys.Service
+	RP       *passkeys.RP
 }
 
 // view is what a template sees.
@@ -49,11 +56,22 @@ type view struct {
 	Done                                  bool
 	// Account is the account page's own (see account.go).
 	Account *accountView
+	// Script puts the pages' one script (passkeys.js) on the page, which
+	// render allows to run by a nonce of its own (Nonce).
+	Script bool
+	Nonce  string
+	// PasskeySignIn offers "Sign in with a passkey" on the login page.
+	PasskeySignIn bool
+	// Passkeys is the passkeys page's own (see passkeys.go).
+	Passkeys *passkeysView
 }
 
 // Serve answers the page name (the path after the prefix) and reports
 // whether there is such a page.
 func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool {
+	if p.servePasskeyAPI(w, r, strings.Trim(name, "/")) {
+		return true
+	}
 	var serve func(http.ResponseWriter, *http.Request)
 	switch strings.Trim(name, "/") {
 	case "login", "":
@@ -66,6 +84,8 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 		serve = p.logout
 	case "account":
 		serve = p.account
+	case "account/passkeys":
+		serve = p.passkeys
 	default:
 		return false
 	}
@@ -109,6 +129,8 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 
 func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 	v := view{Heading: "Log in", Redirect: SafeRedirect(r.FormValue("redirect")), RegistrationOpen: p.Service.RegistrationOpen()}
+	v.PasskeySignIn = p.passkeysOn()
+	v.Script = v.PasskeySignIn
 	if r.Method != http.MethodPost {
 		p.render(w, http.StatusOK, "login", v)
 		return
@@ -292,6 +314,19 @@ var sharedWords = map[int]string{
 
 func (p *Pages) render(w http.ResponseWriter, status int, name string, v view) {
 	v.Title, v.Prefix = p.Title, p.Prefix
+	csp := "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	if v.Script {
+		// Only the script tag carrying this response's nonce runs: not
+		// whatever else the site serves from its origin. It talks to
+		// this origin only.
+		var err error
+		if v.Nonce, err = passkeys.NewTicket(); err != nil {
+			p.Logger.Error("making a script nonce", zap.Error(err))
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		csp += "; script-src 'nonce-" + v.Nonce + "'; connect-src 'self'"
+	}
 	var buf bytes.Buffer
 	if err := templates[name].ExecuteTemplate(&buf, "layout", v); err != nil {
 		p.Logger.Error("rendering page", zap.String("page", name), zap.Error(err))
@@ -304,7 +339,7 @@ func (p *Pages) render(w http.ResponseWriter, status int, name string, v view) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", csp)
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
