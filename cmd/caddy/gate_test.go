@@ -155,6 +155,7 @@ type gateOption func(*gateSetup)
 type gateSetup struct {
 	upstream http.Handler // default: the demo app
 	site     string       // the site's authgate block; default: public /healthz
+	host     string       // the site's host name; default: 127.0.0.1
 }
 
 // withUpstream puts h behind the gate instead of the demo app.
@@ -167,11 +168,18 @@ func withSite(lines string) gateOption {
 	return func(s *gateSetup) { s.site = lines }
 }
 
+// withHost names the site host (still served on 127.0.0.1): a site with a
+// host name, such as passkeys need; localhost also counts as a secure
+// context to browsers over plain HTTP.
+func withHost(host string) gateOption {
+	return func(s *gateSetup) { s.host = host }
+}
+
 // startGate starts the binary with a Caddyfile of its own, waits until it
 // answers, and stops it when the test ends.
 func startGate(t *testing.T, opts ...gateOption) *gate {
 	t.Helper()
-	setup := gateSetup{upstream: demo.Handler(), site: "public /healthz"}
+	setup := gateSetup{upstream: demo.Handler(), site: "public /healthz", host: "127.0.0.1"}
 	for _, o := range opts {
 		o(&setup)
 	}
@@ -186,7 +194,7 @@ func startGate(t *testing.T, opts ...gateOption) *gate {
 	t.Cleanup(upstream.Close)
 
 	port := testenv.FreePort(t)
-	g.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	g.base = fmt.Sprintf("http://%s:%d", setup.host, port)
 	caddyfile := fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -198,14 +206,14 @@ func startGate(t *testing.T, opts ...gateOption) *gate {
 	}
 }
 
-http://127.0.0.1:%d {
+%s {
 	bind 127.0.0.1
 	authgate {
 		%s
 	}
 	reverse_proxy %s
 }
-`, pg, redisURL, g.prefix, g.mailDir, port, setup.site, upstream.Listener.Addr())
+`, pg, redisURL, g.prefix, g.mailDir, g.base, setup.site, upstream.Listener.Addr())
 	config := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(config, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
