@@ -261,12 +261,16 @@ func (s *Service) secondFactors(ctx context.Context, u accounts.User) ([]string,
 	return kinds, err
 }
 
-// NeedsSecondFactor tells whether a login of the user must prove a second
-// factor: a session started for them by other means (a password change
-// with autologin) would skip it.
-func (s *Service) NeedsSecondFactor(ctx context.Context, u accounts.User) (bool, error) {
+// PasswordEnough tells whether the password alone may start a session of
+// the user through an API (an autologin after a password change or a
+// registration): not when they have a second factor, which the session
+// would skip, nor under mfa required, where LoginWith would refuse them.
+func (s *Service) PasswordEnough(ctx context.Context, u accounts.User) (bool, error) {
+	if s.mfa == MFARequired {
+		return false, nil
+	}
 	kinds, err := s.secondFactors(ctx, u)
-	return len(kinds) > 0, err
+	return len(kinds) == 0, err
 }
 
 // codeSubject is the throttle subject of a guess at the user's codes.
