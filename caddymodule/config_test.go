@@ -38,6 +38,7 @@ const specCaddyfile = `{
 		cookie_domain example.com
 		otp_ttl       15m
 		reset_url     https://app.example.com/reset?t={token}
+		mfa           required
 	}
 }
 
@@ -80,6 +81,7 @@ func TestCaddyfileAdaptsToJSON(t *testing.T) {
 		"redis_prefix": "myapp", "mail_dir": "/tmp/mail", "mail_from": "login@example.com", "registration": "closed",
 		"session_ttl": 12 * 3600e9, "session_idle": 30 * 60e9, "max_sessions": 3.0, "cookie_name": "sid",
 		"cookie_domain": "example.com", "otp_ttl": 15 * 60e9, "reset_url": "https://app.example.com/reset?t={token}",
+		"mfa": "required",
 	}
 	for k, v := range want {
 		if cfg.Apps.Authgate[k] != v {
@@ -125,6 +127,8 @@ func TestCaddyfileErrorsNameTheDirective(t *testing.T) {
 		{"session_ttl not a duration", base + "session_ttl forever", "", "session_ttl"},
 		{"session_idle without a unit", base + "session_idle 10", "", "session_idle"},
 		{"registration neither open nor closed", base + "registration maybe", "", "registration"},
+		{"mfa neither off, optional nor required", base + "mfa sometimes", "", "mfa"},
+		{"mfa without a value", base + "mfa", "", "mfa"},
 		{"no postgres", "redis redis://localhost:6379", "", "postgres"},
 		{"postgres not a postgres URL", "postgres mysql://u@localhost/db\nredis redis://localhost:6379", "", "postgres"},
 		{"no redis", "postgres postgres://u@localhost/db", "", "redis"},
@@ -179,6 +183,7 @@ func TestValidateChecksJSONConfig(t *testing.T) {
 		{"no postgres", `{"redis":"redis://localhost:6379"}`, "postgres"},
 		{"registration neither open nor closed", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","registration":"maybe"}`, "registration"},
 		{"max_sessions negative", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","max_sessions":-4}`, "max_sessions"},
+		{"mfa neither off, optional nor required", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","mfa":"always"}`, "mfa"},
 		{"redis and redis_cluster", `{"postgres":"postgres://u@h/db","redis":"redis://h:1","redis_cluster":["h:2"]}`, "redis"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

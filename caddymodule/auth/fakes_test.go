@@ -593,6 +593,9 @@ func (m *fakeMetrics) Login(result string)   { m.add("login/" + result) }
 func (m *fakeMetrics) Throttled(kind string) { m.add("throttled/" + kind) }
 func (m *fakeMetrics) Mail(result string)    { m.add("mail/" + result) }
 func (m *fakeMetrics) StoreError(s string)   { m.add("store_error/" + s) }
+func (m *fakeMetrics) MFA(factor, result string) {
+	m.add("mfa/" + factor + "/" + result)
+}
 
 func (m *fakeMetrics) snapshot() map[string]int {
 	m.mu.Lock()
@@ -619,6 +622,8 @@ type rig struct {
 	throttle *fakeThrottle
 	hasher   *fakeHasher
 	mailer   *fakeMailer
+	factors  *fakeFactors
+	tickets  *fakeTickets
 	metrics  *fakeMetrics
 	logs     *observer.ObservedLogs
 
@@ -640,6 +645,8 @@ func newRig(t *testing.T, change ...func(*Config)) *rig {
 		throttle: &fakeThrottle{max: 3, counts: map[string]int{}},
 		hasher:   &fakeHasher{},
 		mailer:   &fakeMailer{},
+		factors:  newFakeFactors(),
+		tickets:  &fakeTickets{live: map[string]*fakeTicket{}},
 		metrics:  &fakeMetrics{counts: map[string]int{}},
 		logs:     logs,
 	}
@@ -647,6 +654,7 @@ func newRig(t *testing.T, change ...func(*Config)) *rig {
 		Accounts: r.accounts, Sessions: r.sessions, Codes: r.codes, Throttle: r.throttle,
 		Devices: fakeDevices{}, Hasher: r.hasher, Mailer: r.mailer, MailFrom: "gate@example.com",
 		Registration: true, PasswordMinScore: 2,
+		Factors: r.factors, Tickets: r.tickets,
 		Metrics: r.metrics, Logger: zap.New(core), Now: clock.now,
 		Emit: func(name string, data map[string]any) {
 			r.mu.Lock()

@@ -19,8 +19,11 @@ import (
 	"net/http"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/authgate/authgate/caddymodule/accounts"
 	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/factors"
 	"github.com/authgate/authgate/caddymodule/passkeys"
 	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/useragent"
@@ -57,9 +60,11 @@ var passkeyNotices = map[string]string{
 	"removed": "The passkey was removed. It cannot sign in to this account any more.",
 }
 
-// passkeysOn tells whether the site offers passkeys.
+// passkeysOn tells whether the site offers passkeys: it can, and second
+// factors are not turned off (mfa off turns passkeys off altogether, the
+// sign-in without a password too).
 func (p *Pages) passkeysOn() bool {
-	return p.Passkeys != nil && p.RP.Unavailable() == ""
+	return p.Passkeys != nil && p.RP.Unavailable() == "" && p.Service.MFA() != auth.MFAOff
 }
 
 // passkeys serves {prefix}/account/passkeys to a signed-in user.
@@ -84,8 +89,8 @@ func (p *Pages) passkeys(w http.ResponseWriter, r *http.Request) {
 	}
 	if !p.passkeysOn() {
 		v.Passkeys.Unavailable = p.RP.Unavailable()
-		if p.Passkeys == nil {
-			v.Passkeys.Unavailable = "they are turned off"
+		if p.Passkeys == nil || p.Service.MFA() == auth.MFAOff {
+			v.Passkeys.Unavailable = "second factors, passkeys among them, are turned off"
 		}
 		p.render(w, http.StatusOK, "passkeys", v)
 		return
@@ -142,6 +147,9 @@ func (p *Pages) passkeyChange(w http.ResponseWriter, r *http.Request, sess sessi
 		if err = p.confirmPasskeyChange(r, sess, r.PostFormValue("current_password")); err == nil {
 			err = p.Passkeys.Remove(ctx, u, id, ip)
 		}
+		if err == nil {
+			p.keepSecondFactorWord(w, r, sess, u)
+		}
 	}
 	switch {
 	case err == nil:
@@ -153,6 +161,32 @@ func (p *Pages) passkeyChange(w http.ResponseWriter, r *http.Request, sess sessi
 	}
 	status, msg = p.passkeyFailure(w, r, err)
 	return "", status, msg
+}
+
+// keepSecondFactorWord keeps, after a passkey was removed, the session's
+// word that it proved a second factor only while the user has one: under
+// mfa required, a user left without any keeps the session only to enrol
+// another. The passkey is gone either way: a failure here is logged.
+func (p *Pages) keepSecondFactorWord(w http.ResponseWriter, r *http.Request, sess sessions.Session, u accounts.User) {
+	if p.Service.MFA() != auth.MFARequired || !auth.HasSecondFactor(sess.AMR) {
+		return
+	}
+	list, err := p.Service.SecondFactors(r.Context(), u)
+	for _, e := range list {
+		if e.Kind != factors.KindRecovery {
+			return
+		}
+	}
+	var newToken string
+	if err == nil {
+		token, _ := p.Cookie.Token(r)
+		newToken, sess, err = p.Service.UpgradeSession(r.Context(), u, p.Cookie.Attempt(r, u.Username), token, auth.AMRPassword)
+	}
+	if err != nil {
+		p.Logger.Error("ending the second factor of a session whose user removed the last", zap.Int64("user_id", u.ID), zap.Error(err))
+		return
+	}
+	p.Cookie.Set(w, r, newToken, time.Unix(sess.Expires, 0))
 }
 
 // confirmPasskeyChange asks, of a change of the user's passkeys, for the
@@ -304,11 +338,39 @@ func (p *Pages) finishAdd(w http.ResponseWriter, r *http.Request, body []byte) {
 	if !ok {
 		return
 	}
-	if _, err := p.Passkeys.FinishRegistration(r.Context(), p.RP, u, sess.ID, body, web.ClientIP(r)); err != nil {
+	_, codes, err := p.Passkeys.FinishRegistration(r.Context(), p.RP, u, sess.ID, body, web.ClientIP(r))
+	if err != nil {
 		p.passkeyFail(w, r, err)
 		return
 	}
-	web.WriteJSON(w, http.StatusOK, map[string]any{"next": p.Prefix + "/account/passkeys?done=added"})
+	// The ceremony proved the new passkey, its user verified: from now on
+	// the session says so, under a new id, as after any enrolment (and
+	// under mfa required, may go on past the enrolment pages).
+	if !auth.HasSecondFactor(sess.AMR) {
+		if !p.resession(w, r, u, auth.AMRPassword, passkeys.Factor) {
+			return
+		}
+	}
+	answer := map[string]any{"next": p.Prefix + "/account/passkeys?done=added"}
+	if len(codes) > 0 {
+		// A first second factor brings recovery codes: the script shows
+		// them, once; they are never readable again.
+		answer["recovery_codes"] = codes
+	}
+	web.WriteJSON(w, http.StatusOK, answer)
+}
+
+// resession replaces the request's session with one authenticated as amr
+// says, and sends its cookie; on failure it answers and reports false.
+func (p *Pages) resession(w http.ResponseWriter, r *http.Request, u accounts.User, amr ...string) bool {
+	token, _ := p.Cookie.Token(r)
+	newToken, sess, err := p.Service.UpgradeSession(r.Context(), u, p.Cookie.Attempt(r, u.Username), token, amr...)
+	if err != nil {
+		p.passkeyFail(w, r, err)
+		return false
+	}
+	p.Cookie.Set(w, r, newToken, time.Unix(sess.Expires, 0))
+	return true
 }
 
 // ticketCookie is the cookie that binds a passkey sign-in to the browser

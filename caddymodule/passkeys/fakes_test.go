@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/authgate/authgate/caddymodule/accounts"
 	"github.com/authgate/authgate/caddymodule/store"
 )
@@ -229,15 +227,19 @@ func (c *counts) MFA(factor, result string) {
 	c.byKey[factor+"/"+result]++
 }
 
-func (c *counts) audit(event, username, ip string, fields ...zap.Field) {
+func (c *counts) enrolled(_ context.Context, u accounts.User, ip, kind string) ([]string, error) {
+	c.tell("enrolled " + u.Username + " " + ip + " " + kind)
+	return []string{"code-1", "code-2"}, nil
+}
+
+func (c *counts) removed(_ context.Context, u accounts.User, ip, kind string) error {
+	c.tell("removed " + u.Username + " " + ip + " " + kind)
+	return nil
+}
+
+func (c *counts) tell(line string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	line := event + " " + username + " " + ip
-	for _, f := range fields {
-		if f.Key == "factor" {
-			line += " factor=" + f.String
-		}
-	}
 	c.events = append(c.events, line)
 }
 

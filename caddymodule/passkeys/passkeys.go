@@ -144,7 +144,6 @@ type Credentials interface {
 	Add(ctx context.Context, p Passkey, max int) (Passkey, error)
 	Rename(ctx context.Context, userID int64, id []byte, name string) error
 	Remove(ctx context.Context, userID int64, id []byte) (string, error)
-	RemoveAll(ctx context.Context, userID int64) (int, error)
 	Used(ctx context.Context, id []byte, signCount uint32, flags byte) error
 	Suspend(ctx context.Context, id []byte) error
 	Count(ctx context.Context, userID int64) (int, error)
@@ -164,9 +163,10 @@ type Accounts interface {
 }
 
 // Metrics counts the uses of second factors by factor (Factor here) and
-// result: enrolled, removed, success, invalid (an answer that did not
-// verify), expired (a challenge answered late or twice), cloned (a counter
-// that went backwards), error; metrics.Metrics does.
+// result: success, invalid (an answer that did not verify), expired (a
+// challenge answered late or twice), cloned (a counter that went
+// backwards), error; metrics.Metrics does. Enrolments and removals are
+// counted by Config.Enrolled and Removed.
 type Metrics interface {
 	MFA(factor, result string)
 }
@@ -180,10 +180,15 @@ type Config struct {
 	Credentials Credentials
 	Ceremonies  CeremonyStore
 	Accounts    Accounts
-	// Metrics counts the ceremonies; nil counts nothing.
+	// Metrics counts the sign-ins; nil counts nothing.
 	Metrics Metrics
-	// Audit writes an audit event (auth.Service.Audit); nil writes none.
-	Audit func(event, username, ip string, fields ...zap.Field)
+	// Enrolled and Removed are told of a passkey added to or taken from an
+	// account, as every kind of second factor tells them
+	// (auth.Service.FactorEnrolled and FactorRemoved): they write the
+	// audit event and count it, and Enrolled returns the recovery codes
+	// that a first second factor brings, to be shown once. nil: nobody is.
+	Enrolled func(ctx context.Context, u accounts.User, ip, kind string) ([]string, error)
+	Removed  func(ctx context.Context, u accounts.User, ip, kind string) error
 	// Logger gets what an operator must see; nil logs nothing.
 	Logger *zap.Logger
 }
@@ -195,19 +200,23 @@ type Service struct {
 	ceremonies CeremonyStore
 	accounts   Accounts
 	metrics    Metrics
-	audit      func(event, username, ip string, fields ...zap.Field)
+	enrolled   func(ctx context.Context, u accounts.User, ip, kind string) ([]string, error)
+	removed    func(ctx context.Context, u accounts.User, ip, kind string) error
 	logger     *zap.Logger
 }
 
 // New returns a Service over c.
 func New(c Config) *Service {
 	s := &Service{creds: c.Credentials, ceremonies: c.Ceremonies, accounts: c.Accounts,
-		metrics: c.Metrics, audit: c.Audit, logger: c.Logger}
+		metrics: c.Metrics, enrolled: c.Enrolled, removed: c.Removed, logger: c.Logger}
 	if s.metrics == nil {
 		s.metrics = noMetrics{}
 	}
-	if s.audit == nil {
-		s.audit = func(string, string, string, ...zap.Field) {}
+	if s.enrolled == nil {
+		s.enrolled = func(context.Context, accounts.User, string, string) ([]string, error) { return nil, nil }
+	}
+	if s.removed == nil {
+		s.removed = func(context.Context, accounts.User, string, string) error { return nil }
 	}
 	if s.logger == nil {
 		s.logger = zap.NewNop()
@@ -327,31 +336,33 @@ func (s *Service) BeginRegistration(ctx context.Context, rp *RP, u accounts.User
 
 // FinishRegistration checks the authenticator's answer to the account's
 // registration ceremony (bound to sessionID) and stores the new passkey.
-// The ceremony ends whatever the outcome: a challenge is answered once.
-func (s *Service) FinishRegistration(ctx context.Context, rp *RP, u accounts.User, sessionID string, response []byte, ip string) (Passkey, error) {
+// The ceremony ends whatever the outcome: a challenge is answered once. It
+// returns the new passkey and, when it is the account's first second
+// factor, its new recovery codes, to be shown once (see Config.Enrolled).
+func (s *Service) FinishRegistration(ctx context.Context, rp *RP, u accounts.User, sessionID string, response []byte, ip string) (Passkey, []string, error) {
 	const ceremony = "register"
 	if rp.Unavailable() != "" {
-		return Passkey{}, ErrUnavailable
+		return Passkey{}, nil, ErrUnavailable
 	}
 	st, err := s.take(ctx, Binding{Kind: ceremony, Userhash: u.Userhash, Ticket: sessionID})
 	if err != nil {
-		return Passkey{}, err
+		return Passkey{}, nil, err
 	}
 	if len(response) > MaxResponse {
-		return Passkey{}, s.refuse(ceremony, u, ip, errors.New("answer too large"))
+		return Passkey{}, nil, s.refuse(ceremony, u, ip, errors.New("answer too large"))
 	}
 	parsed, err := protocol.ParseCredentialCreationResponseBytes(response)
 	if err != nil {
-		return Passkey{}, s.refuse(ceremony, u, ip, err)
+		return Passkey{}, nil, s.refuse(ceremony, u, ip, err)
 	}
 	creds, err := s.creds.List(ctx, u.ID)
 	if err != nil {
 		s.count("error")
-		return Passkey{}, err
+		return Passkey{}, nil, err
 	}
 	cred, err := rp.web.CreateCredential(user{u: u, creds: creds}, st.Session, parsed)
 	if err != nil {
-		return Passkey{}, s.refuse(ceremony, u, ip, err)
+		return Passkey{}, nil, s.refuse(ceremony, u, ip, err)
 	}
 	p := Passkey{
 		UserID: u.ID, ID: cred.ID, PublicKey: cred.PublicKey, SignCount: cred.Authenticator.SignCount,
@@ -367,18 +378,21 @@ func (s *Service) FinishRegistration(ctx context.Context, rp *RP, u accounts.Use
 	switch {
 	case errors.Is(err, ErrExists):
 		// Another account's, or this one's: either way not a new passkey.
-		return Passkey{}, s.refuse(ceremony, u, ip, err)
+		return Passkey{}, nil, s.refuse(ceremony, u, ip, err)
 	case errors.Is(err, ErrTooMany):
 		s.count("invalid")
-		return Passkey{}, err
+		return Passkey{}, nil, err
 	case err != nil:
 		s.count("error")
-		return Passkey{}, err
+		return Passkey{}, nil, err
 	}
-	s.count("enrolled")
-	s.audit("mfa_enrolled", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("factor", Factor),
-		zap.String("credential", EncodeID(stored.ID)))
-	return stored, nil
+	codes, err := s.enrolled(ctx, u, ip, Factor)
+	if err != nil {
+		// The passkey is there; only the recovery codes are not, and the
+		// recovery page makes new ones.
+		s.logger.Error("after adding a passkey", zap.Int64("user_id", u.ID), zap.Error(err))
+	}
+	return stored, codes, nil
 }
 
 // BeginLogin starts a sign-in with a discoverable passkey, for whoever
@@ -526,22 +540,12 @@ func (s *Service) Remove(ctx context.Context, u accounts.User, id []byte, ip str
 	if _, err := s.creds.Remove(ctx, u.ID, id); err != nil {
 		return err
 	}
-	s.count("removed")
-	s.audit("mfa_removed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("factor", Factor),
-		zap.String("credential", EncodeID(id)))
-	return nil
-}
-
-// RemoveAll deletes every passkey of the account (an administrator's
-// reset) and returns how many there were.
-func (s *Service) RemoveAll(ctx context.Context, u accounts.User, ip string) (int, error) {
-	n, err := s.creds.RemoveAll(ctx, u.ID)
-	if err == nil && n > 0 {
-		s.count("removed")
-		s.audit("mfa_removed", u.Username, ip, zap.Int64("user_id", u.ID), zap.String("factor", Factor),
-			zap.Int("passkeys", n))
+	if err := s.removed(ctx, u, ip, Factor); err != nil {
+		// The passkey is gone; only what follows from it (the recovery
+		// codes of a last factor) is not.
+		s.logger.Error("after removing a passkey", zap.Int64("user_id", u.ID), zap.Error(err))
 	}
-	return n, err
+	return nil
 }
 
 // used records a verified sign-in with cred: a counter that went backwards

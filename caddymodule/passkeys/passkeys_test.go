@@ -66,7 +66,7 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{logs: logs, rp: rp, creds: &fakeCreds{}, ceremonies: &fakeCeremonies{}, counts: &counts{},
 		key: passkeystest.New(origin)}
 	f.svc = New(Config{Credentials: f.creds, Ceremonies: f.ceremonies, Accounts: fakeAccounts{1: alice, 2: bob},
-		Metrics: f.counts, Audit: f.counts.audit, Logger: zap.New(core)})
+		Metrics: f.counts, Enrolled: f.counts.enrolled, Removed: f.counts.removed, Logger: zap.New(core)})
 	return f
 }
 
@@ -97,7 +97,7 @@ func (f *fixture) beginRegistration(t *testing.T, u accounts.User, sessionID str
 // register adds a passkey to u's account and returns it.
 func (f *fixture) register(t *testing.T, u accounts.User, sessionID string) Passkey {
 	t.Helper()
-	p, err := f.svc.FinishRegistration(context.Background(), f.rp, u, sessionID, f.beginRegistration(t, u, sessionID), ip)
+	p, _, err := f.svc.FinishRegistration(context.Background(), f.rp, u, sessionID, f.beginRegistration(t, u, sessionID), ip)
 	if err != nil {
 		t.Fatalf("FinishRegistration: %v", err)
 	}
@@ -140,9 +140,10 @@ func TestRegisterThenSignIn(t *testing.T) {
 	if f.ceremonies.count() != 0 {
 		t.Errorf("%d ceremonies left after registration", f.ceremonies.count())
 	}
-	if got := f.counts.eventList(); got != "[mfa_enrolled alice "+ip+" factor=webauthn]" {
-		t.Errorf("audit %s", got)
+	if got := f.counts.eventList(); got != "[enrolled alice "+ip+" webauthn]" {
+		t.Errorf("told %s", got)
 	}
+	f.counts.events = nil
 	// The options ask for a discoverable credential with user verification.
 	creation, err := f.svc.BeginRegistration(context.Background(), f.rp, alice, "another", "Phone")
 	if err != nil {
@@ -156,15 +157,21 @@ func TestRegisterThenSignIn(t *testing.T) {
 		t.Errorf("the options do not exclude the passkey alice has: %+v", creation.Response.CredentialExcludeList)
 	}
 
+	// What the neighbours make of an enrolment (recovery codes) comes back.
+	_, codes, err := f.svc.FinishRegistration(context.Background(), f.rp, bob, "session-of-bob", f.beginRegistration(t, bob, "session-of-bob"), ip)
+	if err != nil || len(codes) != 2 {
+		t.Fatalf("bob's registration: codes %v, %v", codes, err)
+	}
+
 	options, ticket := f.beginLogin(t)
-	u, err := f.svc.FinishLogin(context.Background(), f.rp, ticket, f.answer(t, options, nil).JSON(), ip)
+	u, err := f.svc.FinishLogin(context.Background(), f.rp, ticket, f.answer(t, options, f.key.Credentials[0].ID).JSON(), ip)
 	if err != nil || u.ID != alice.ID {
 		t.Fatalf("FinishLogin = %v, %v; want alice", u.Username, err)
 	}
 	if after := f.creds.get(t, p.ID); after.SignCount != 1 || after.LastUsed.IsZero() {
 		t.Errorf("after sign-in: count %d, last used %v; want 1 and a time", after.SignCount, after.LastUsed)
 	}
-	if n := f.counts.get("webauthn/enrolled") + f.counts.get("webauthn/success"); n != 2 {
+	if n := f.counts.get("webauthn/success"); n != 1 {
 		t.Errorf("metrics %v", f.counts.byKey)
 	}
 	if n, _ := f.svc.Count(context.Background(), alice.ID); n != 1 {
@@ -183,36 +190,36 @@ func TestRegistrationRefused(t *testing.T) {
 	}{
 		{"the same answer twice", func(t *testing.T, f *fixture) error {
 			resp := f.beginRegistration(t, alice, session)
-			if _, err := f.svc.FinishRegistration(ctx, f.rp, alice, session, resp, ip); err != nil {
+			if _, _, err := f.svc.FinishRegistration(ctx, f.rp, alice, session, resp, ip); err != nil {
 				t.Fatalf("the first answer: %v", err)
 			}
-			return only(f.svc.FinishRegistration(ctx, f.rp, alice, session, resp, ip))
+			return only2(f.svc.FinishRegistration(ctx, f.rp, alice, session, resp, ip))
 		}, ErrNoCeremony, ""},
 		{"an expired ceremony", func(t *testing.T, f *fixture) error {
 			resp := f.beginRegistration(t, alice, session)
 			f.ceremonies.expire()
-			return only(f.svc.FinishRegistration(ctx, f.rp, alice, session, resp, ip))
+			return only2(f.svc.FinishRegistration(ctx, f.rp, alice, session, resp, ip))
 		}, ErrNoCeremony, ""},
 		{"another session of the user", func(t *testing.T, f *fixture) error {
 			resp := f.beginRegistration(t, alice, session)
-			return only(f.svc.FinishRegistration(ctx, f.rp, alice, "another session", resp, ip))
+			return only2(f.svc.FinishRegistration(ctx, f.rp, alice, "another session", resp, ip))
 		}, ErrNoCeremony, ""},
 		{"another user", func(t *testing.T, f *fixture) error {
 			resp := f.beginRegistration(t, alice, session)
-			return only(f.svc.FinishRegistration(ctx, f.rp, bob, session, resp, ip))
+			return only2(f.svc.FinishRegistration(ctx, f.rp, bob, session, resp, ip))
 		}, ErrNoCeremony, ""},
 		{"a page of another site", func(t *testing.T, f *fixture) error {
 			f.key.Origin = "https://app.example.com.evil.example"
-			return only(f.svc.FinishRegistration(ctx, f.rp, alice, session, f.beginRegistration(t, alice, session), ip))
+			return only2(f.svc.FinishRegistration(ctx, f.rp, alice, session, f.beginRegistration(t, alice, session), ip))
 		}, ErrRefused, "Error validating origin"},
 		{"no user verification", func(t *testing.T, f *fixture) error {
 			f.key.UserVerified = false
-			return only(f.svc.FinishRegistration(ctx, f.rp, alice, session, f.beginRegistration(t, alice, session), ip))
+			return only2(f.svc.FinishRegistration(ctx, f.rp, alice, session, f.beginRegistration(t, alice, session), ip))
 		}, ErrRefused, "User verification required"},
 		{"an answer to another challenge", func(t *testing.T, f *fixture) error {
 			early := f.beginRegistration(t, alice, session)
 			f.beginRegistration(t, alice, session) // replaces the first ceremony
-			return only(f.svc.FinishRegistration(ctx, f.rp, alice, session, early, ip))
+			return only2(f.svc.FinishRegistration(ctx, f.rp, alice, session, early, ip))
 		}, ErrRefused, "Error validating challenge"},
 		{"a credential id another account has", func(t *testing.T, f *fixture) error {
 			resp := f.beginRegistration(t, alice, session)
@@ -220,15 +227,15 @@ func TestRegistrationRefused(t *testing.T) {
 			_ = json.Unmarshal(resp, &sent)
 			id, _ := DecodeID(sent.RawID)
 			f.creds.list = append(f.creds.list, Passkey{UserID: bob.ID, ID: id, Name: "bob's"})
-			return only(f.svc.FinishRegistration(ctx, f.rp, alice, session, resp, ip))
+			return only2(f.svc.FinishRegistration(ctx, f.rp, alice, session, resp, ip))
 		}, ErrRefused, "already registered"},
 		{"no JSON", func(t *testing.T, f *fixture) error {
 			f.beginRegistration(t, alice, session)
-			return only(f.svc.FinishRegistration(ctx, f.rp, alice, session, []byte("{not json"), ip))
+			return only2(f.svc.FinishRegistration(ctx, f.rp, alice, session, []byte("{not json"), ip))
 		}, ErrRefused, "Parse error"},
 		{"an oversized answer", func(t *testing.T, f *fixture) error {
 			f.beginRegistration(t, alice, session)
-			return only(f.svc.FinishRegistration(ctx, f.rp, alice, session, bytes.Repeat([]byte(" "), MaxResponse+1), ip))
+			return only2(f.svc.FinishRegistration(ctx, f.rp, alice, session, bytes.Repeat([]byte(" "), MaxResponse+1), ip))
 		}, ErrRefused, "too large"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -254,6 +261,8 @@ func TestRegistrationRefused(t *testing.T) {
 }
 
 func only[T any](_ T, err error) error { return err }
+
+func only2[T, U any](_ T, _ U, err error) error { return err }
 
 func TestRegistrationLimits(t *testing.T) {
 	ctx := context.Background()
@@ -513,8 +522,8 @@ func TestRenameAndRemove(t *testing.T) {
 			}
 		})
 	}
-	if got := f.counts.eventList(); got != "[mfa_enrolled alice "+ip+" factor=webauthn mfa_removed alice "+ip+" factor=webauthn]" {
-		t.Errorf("audit %s", got)
+	if got := f.counts.eventList(); got != "[enrolled alice "+ip+" webauthn removed alice "+ip+" webauthn]" {
+		t.Errorf("told %s", got)
 	}
 }
 

@@ -160,6 +160,25 @@ func TestStore(t *testing.T) {
 			t.Errorf("not marked suspended: %+v", got)
 		}
 	})
+	t.Run("as a kind of second factor", func(t *testing.T) {
+		kind := Provider{Store: s}
+		if kind.Kind() != "webauthn" {
+			t.Errorf("kind %q", kind.Kind())
+		}
+		// alice's only passkey is suspended: no second factor; bob's is one.
+		for _, tc := range []struct {
+			name string
+			id   int64
+			want int
+		}{{"a suspended passkey", alice.ID, 0}, {"a usable passkey", bob.ID, 1}} {
+			t.Run(tc.name, func(t *testing.T) {
+				list, err := kind.List(ctx, tc.id)
+				if err != nil || len(list) != tc.want || (tc.want == 1 && (list[0].Kind != "webauthn" || list[0].Name != "Phone" || list[0].LastUsed.IsZero())) {
+					t.Fatalf("List = %+v, %v", list, err)
+				}
+			})
+		}
+	})
 	t.Run("remove", func(t *testing.T) {
 		name, err := s.Remove(ctx, alice.ID, key.ID)
 		if err != nil || name != "Work laptop" {
