@@ -42,8 +42,9 @@ func (e *env) passkeyPost(c *http.Client, origin, path string, body any) reply {
 	return e.do(c, "POST", path, string(raw), "Content-Type", "application/json", "Origin", origin, "Sec-Fetch-Site", "same-origin")
 }
 
-// addPasskey adds a passkey named name to the account c is signed in to.
-func (e *env) addPasskey(c *http.Client, origin string, key *passkeystest.Authenticator, name, password string) {
+// addPasskey adds a passkey named name to the account c is signed in to,
+// and returns the answer of the finish.
+func (e *env) addPasskey(c *http.Client, origin string, key *passkeystest.Authenticator, name, password string) reply {
 	e.t.Helper()
 	r := e.passkeyPost(c, origin, "/auth/account/passkeys/begin", map[string]any{"name": name, "current_password": password})
 	if r.status != 200 {
@@ -57,6 +58,7 @@ func (e *env) addPasskey(c *http.Client, origin string, key *passkeystest.Authen
 	if r.status != 200 || r.json["next"] != "/auth/account/passkeys?done=added" {
 		e.t.Fatalf("finish: %d %s", r.status, r.body)
 	}
+	return r
 }
 
 // passkeySignIn begins a sign-in as c and returns the authenticator's
@@ -87,6 +89,28 @@ func siteURL(origin, path string) *url.URL {
 	return u
 }
 
+// sessionKeys lists the Redis keys of the user's sessions.
+func (e *env) sessionKeys(username string) []string {
+	e.t.Helper()
+	userhash := e.scalar(`SELECT userhash FROM authgate.users WHERE username = $1`, username).(string)
+	keys, err := e.rdb.Keys(context.Background(), e.prefix+":{"+userhash+"}:session:*").Result()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return keys
+}
+
+// siteCookie is the value of the client's cookie of that name for the
+// site ("" when it has none).
+func siteCookie(c *http.Client, origin, name string) string {
+	for _, ck := range c.Jar.Cookies(siteURL(origin, "/")) {
+		if ck.Name == name {
+			return ck.Value
+		}
+	}
+	return ""
+}
+
 func TestPasskeyAddAndSignIn(t *testing.T) {
 	e, origin := passkeyEnv(t, "")
 	ctx := context.Background()
@@ -94,8 +118,24 @@ func TestPasskeyAddAndSignIn(t *testing.T) {
 	c, _ := e.loginAs("alice", "alice-password", firefoxUA)
 	key := passkeystest.New(origin)
 
-	e.addPasskey(c, origin, key, "Work laptop", "")
+	before := e.sessionKeys("alice")
+	added := e.addPasskey(c, origin, key, "Work laptop", "")
 	userID := e.scalar(`SELECT id FROM authgate.users WHERE username = 'alice'`)
+	// A first second factor brings recovery codes, shown once, stored
+	// hashed; the session proved the passkey and says so, under a new id.
+	if codes, _ := added.json["recovery_codes"].([]any); len(codes) != 10 ||
+		e.scalar(`SELECT count(*) FROM authgate.recovery_codes WHERE user_id = $1`, userID) != int64(10) {
+		t.Errorf("recovery codes: %v", added.json["recovery_codes"])
+	}
+	after := e.sessionKeys("alice")
+	if len(before) != 1 || len(after) != 1 || before[0] == after[0] ||
+		!strings.Contains(e.rdb.Get(ctx, after[0]).Val(), `"amr":["pwd","webauthn"]`) {
+		t.Errorf("sessions before %v, after %v: %s", before, after, e.rdb.Get(ctx, after[0]).Val())
+	}
+	// A password alone no longer logs in through the API: the passkey is
+	// a second factor.
+	e.expect(e.do(nil, "POST", "/auth/users/login", map[string]any{"username": "alice", "password": "alice-password"}),
+		401, false, "MFA_REQUIRED")
 	if got := e.scalar(`SELECT name || ' ' || sign_count || ' ' || array_to_string(transports, ',') FROM authgate.passkeys WHERE user_id = $1`, userID); got != "Work laptop 0 internal" {
 		t.Fatalf("stored passkey: %v", got)
 	}
@@ -125,12 +165,7 @@ func TestPasskeyAddAndSignIn(t *testing.T) {
 	if r.status != 200 || r.json["next"] != "/hello?x=1" {
 		t.Fatalf("finish: %d %s", r.status, r.body)
 	}
-	var token string
-	for _, ck := range b.Jar.Cookies(siteURL(origin, "/")) {
-		if ck.Name == "authgate_session" {
-			token = ck.Value
-		}
-	}
+	token := siteCookie(b, origin, "authgate_session")
 	var record struct {
 		UID int64    `json:"uid"`
 		AMR []string `json:"amr"`
@@ -208,9 +243,10 @@ func TestPasskeyChangesNeedThePassword(t *testing.T) {
 	e, origin := passkeyEnv(t, "")
 	e.register("bob", "bob-password", "")
 	e.register("carol", "carol-password", "")
-	c, token := e.loginAs("bob", "bob-password", firefoxUA)
+	c, _ := e.loginAs("bob", "bob-password", firefoxUA)
 	key := passkeystest.New(origin)
 	e.addPasskey(c, origin, key, "Phone", "")
+	token := siteCookie(c, origin, "authgate_session") // anew: it proved the passkey
 	id := base64.RawURLEncoding.EncodeToString(key.Credentials[0].ID) // as the page spells it
 	carol, _ := e.loginAs("carol", "carol-password", firefoxUA)
 	e.age(token, time.Hour)
@@ -296,21 +332,32 @@ func TestPasskeySignInThrottled(t *testing.T) {
 }
 
 func TestPasskeysUnavailable(t *testing.T) {
-	e := newEnv(t, options{}) // http://127.0.0.1:port: no host name
-	e.register("erin", "erin-password", "")
-	c, _ := e.loginAs("erin", "erin-password", firefoxUA)
-	page := e.do(c, "GET", "/auth/account/passkeys", nil)
-	if page.status != 200 || !strings.Contains(string(page.body), "Passkeys are not available on this site: this site has no host name") ||
-		strings.Contains(string(page.body), "<script") {
-		t.Fatalf("page: %d\n%s", page.status, page.body)
-	}
-	login := e.do(nil, "GET", "/auth/login", nil)
-	if strings.Contains(string(login.body), "passkey") || strings.Contains(login.header.Get("Content-Security-Policy"), "script-src") {
-		t.Errorf("the login page offers passkeys on a site without them:\n%s", login.body)
-	}
-	r := e.do(nil, "POST", "/auth/passkey/begin", "{}", "Content-Type", "application/json")
-	if r.status != 404 || e.redisDump() != strings.ReplaceAll(e.redisDump(), ":passkey:", "") {
-		t.Fatalf("begin on a site without passkeys: %d %s", r.status, r.body)
+	for _, tc := range []struct {
+		name string
+		opts options
+		says string
+	}{
+		{"a site without a host name", options{}, "this site has no host name"}, // http://127.0.0.1:port
+		{"mfa off", options{address: "http://localhost:%d", host: "localhost", global: "mfa off"}, "second factors, passkeys among them, are turned off"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.opts)
+			e.register("erin", "erin-password", "")
+			c, _ := e.loginAs("erin", "erin-password", firefoxUA)
+			page := e.do(c, "GET", "/auth/account/passkeys", nil)
+			if page.status != 200 || !strings.Contains(string(page.body), "Passkeys are not available on this site: "+tc.says) ||
+				strings.Contains(string(page.body), "<script") {
+				t.Fatalf("page: %d\n%s", page.status, page.body)
+			}
+			login := e.do(nil, "GET", "/auth/login", nil)
+			if strings.Contains(string(login.body), "passkey") || strings.Contains(login.header.Get("Content-Security-Policy"), "script-src") {
+				t.Errorf("the login page offers passkeys on a site without them:\n%s", login.body)
+			}
+			r := e.do(nil, "POST", "/auth/passkey/begin", "{}", "Content-Type", "application/json")
+			if r.status != 404 || strings.Contains(e.redisDump(), ":passkey:") {
+				t.Fatalf("begin on a site without passkeys: %d %s", r.status, r.body)
+			}
+		})
 	}
 }
 

@@ -105,6 +105,23 @@
 
   // "Add a passkey" on the passkeys page.
   const add = document.getElementById("passkey-add");
+
+  // The recovery codes a first second factor brings, shown this once.
+  const showCodes = (codes, next) => {
+    const box = document.getElementById("passkey-codes");
+    const list = box.querySelector("ol");
+    for (const code of codes) {
+      const item = document.createElement("li");
+      item.textContent = code;
+      list.appendChild(item);
+    }
+    box.querySelector("a").href = next;
+    add.hidden = true;
+    const none = document.getElementById("none");
+    if (none) none.hidden = true;
+    box.hidden = false;
+    box.querySelector("h3").focus();
+  };
   if (add) {
     const box = document.getElementById("passkey-error");
     if (!supported) {
@@ -124,6 +141,10 @@
         });
         const cred = await navigator.credentials.create(creationOptions(options));
         const done = await post(add.dataset.finish, credentialJSON(cred));
+        if (done.recovery_codes && done.recovery_codes.length) {
+          showCodes(done.recovery_codes, done.next);
+          return;
+        }
         window.location.assign(done.next);
       } catch (err) {
         show(box, refusal(err));

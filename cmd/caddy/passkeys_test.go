@@ -87,10 +87,15 @@ func TestBrowserPasskey(t *testing.T) {
 
 	b.fill("#passkey-name", "Chromium")
 	b.do("clicking Add a passkey", chromedp.Click(chromedp.CSS("#passkey-add button[type=submit]")))
-	testenv.WaitFor(t, "the notice of the new passkey", func() bool {
-		return strings.Contains(b.textSoFar(), "Your passkey was added.")
-	})
-	b.do("waiting for the page", chromedp.WaitReady(chromedp.CSS("body")))
+	// A first second factor brings recovery codes, shown this once.
+	testenv.WaitFor(t, "the recovery codes", func() bool { return b.has("#passkey-codes:not([hidden])") })
+	codes := run(b, "reading the codes", chromedp.Evaluate[[]string](`[...document.querySelectorAll("#passkey-codes li")].map(li => li.innerText)`))
+	if len(codes) != 10 || b.has("#passkey-add:not([hidden])") {
+		t.Errorf("the page shows recovery codes %q, want 10 in place of the form", codes)
+	}
+	b.shot("22-passkey-recovery-codes")
+	b.click("#passkey-codes-done")
+	readable(t, b.pageText(), "Your passkey was added.")
 	readable(t, b.pageText(), "Chromium", "Never")
 	var registered int64
 	if err := g.db.QueryRow(`SELECT p.sign_count FROM authgate.passkeys p JOIN authgate.users u ON u.id = p.user_id
