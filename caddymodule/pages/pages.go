@@ -1,5 +1,6 @@
-// Package pages serves the browser pages under {prefix}: login, register,
-// reset and logout. They are plain server-rendered HTML from embedded
+// Package pages serves the browser pages under {prefix}: login (with its
+// second-factor step), register, reset, logout, and the second factors'
+// pages under account/. They are plain server-rendered HTML from embedded
 // templates, with one inline stylesheet and no JavaScript, so they work in
 // any browser and leak nothing to third parties.
 package pages
@@ -47,6 +48,7 @@ type view struct {
 	RegistrationOpen                      bool
 	Step, Userhash, Reqid, Token          string
 	Done                                  bool
+	MFA                                   *mfaView // the second factor's pages
 }
 
 // Serve answers the page name (the path after the prefix) and reports
@@ -62,6 +64,10 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 		serve = p.reset
 	case "logout":
 		serve = p.logout
+	case "account/totp":
+		serve = p.totp
+	case "account/recovery":
+		serve = p.recovery
 	default:
 		return false
 	}
@@ -109,6 +115,10 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 		p.render(w, http.StatusOK, "login", v)
 		return
 	}
+	if ticket := r.PostFormValue("ticket"); ticket != "" {
+		p.secondStep(w, r, v, ticket)
+		return
+	}
 	v.Username = r.PostFormValue("username")
 	username, password := v.Username, r.PostFormValue("password")
 	if username == "" || password == "" {
@@ -116,7 +126,12 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 		p.render(w, http.StatusBadRequest, "login", v)
 		return
 	}
-	u, token, sess, err := p.Service.Login(r.Context(), p.Cookie.Attempt(r, username), password)
+	u, token, sess, err := p.Service.BeginLogin(r.Context(), p.Cookie.Attempt(r, username), password)
+	var step *auth.SecondFactorStep
+	if errors.As(err, &step) {
+		p.askSecondFactor(w, http.StatusOK, v, step.Ticket, step.Kinds)
+		return
+	}
 	if err != nil {
 		status := http.StatusUnauthorized
 		v.Error = "Wrong username or password."
@@ -127,7 +142,7 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Cookie.LoggedIn(w, r, p.Service, u, token, sess)
-	http.Redirect(w, r, v.Redirect, http.StatusSeeOther)
+	http.Redirect(w, r, p.afterLogin(v.Redirect, sess), http.StatusSeeOther)
 }
 
 func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
@@ -163,7 +178,7 @@ func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Cookie.LoggedIn(w, r, p.Service, u, token, sess)
-	http.Redirect(w, r, v.Redirect, http.StatusSeeOther)
+	http.Redirect(w, r, p.afterLogin(v.Redirect, sess), http.StatusSeeOther)
 }
 
 func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
@@ -300,7 +315,7 @@ func (p *Pages) render(w http.ResponseWriter, status int, name string, v view) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }
