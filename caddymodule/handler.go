@@ -33,13 +33,17 @@ const (
 	HeaderUser   = "Remote-User"
 	HeaderEmail  = "Remote-Email"
 	HeaderUserID = "Remote-User-Id"
+	// HeaderAuthMethods says how the session was authenticated: its AMR
+	// values (RFC 8176) joined with commas, e.g. "pwd" or "pwd,otp" (see
+	// auth.AMRText).
+	HeaderAuthMethods = "Remote-Auth-Methods"
 )
 
 // IdentityHeaders are every header the gate vouches for. A client's header
 // or trailer is removed when its name reads as one of these to some
 // upstream: in any case, and with "_" for "-" (CGI, PHP, WSGI and FastCGI
 // file Remote_User and Remote-User alike under HTTP_REMOTE_USER).
-var IdentityHeaders = []string{HeaderUser, HeaderEmail, HeaderUserID}
+var IdentityHeaders = []string{HeaderUser, HeaderEmail, HeaderUserID, HeaderAuthMethods}
 
 // DefaultPrefix is where the pages and the users API live by default.
 const DefaultPrefix = "/auth"
@@ -263,27 +267,56 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		h.app.metrics.Gate("unavailable")
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
+	if svc.MFA() == auth.MFARequired && !auth.HasSecondFactor(sess.AMR) {
+		return h.enrol(w, r)
+	}
 	h.app.metrics.Gate("allowed")
 
 	userID := strconv.FormatInt(sess.UserID, 10)
+	amr := auth.AMRText(sess.AMR)
 	hdr := r.Header
 	hdr.Set(HeaderUser, sess.Username)
 	hdr.Set(HeaderUserID, userID)
 	if sess.Email != "" {
 		hdr.Set(HeaderEmail, sess.Email)
 	}
+	hdr.Set(HeaderAuthMethods, amr)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", sess.Username)
 	repl.Set("http.auth.user.user_id", userID)
 	repl.Set("http.auth.user.email", sess.Email)
+	repl.Set("http.auth.user.amr", amr)
 	return next.ServeHTTP(w, r)
+}
+
+// enrol answers a session without the second factor that mfa required
+// asks for, before anything of the upstream's: a browser that navigates
+// goes to enrol one (and comes back after), anything else is refused with
+// 403 MFA_ENROLMENT_REQUIRED. Such a session comes from the login page
+// (which lets a user without a second factor in, to enrol) or from before
+// mfa was required; the pages under the prefix serve it as they must.
+func (h *Handler) enrol(w http.ResponseWriter, r *http.Request) error {
+	h.app.metrics.Gate("enrolment")
+	if navigates(r) {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, pages.EnrolPath(h.Prefix, r.URL.RequestURI()), http.StatusFound)
+		return nil
+	}
+	usersapi.Fail(w, http.StatusForbidden, usersapi.MFAEnrolmentRequired)
+	return nil
+}
+
+// navigates tells a browser's navigation (which a redirect serves) from an
+// API call or an asset (which must get a status).
+func navigates(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
+		strings.Contains(r.Header.Get("Accept"), "text/html")
 }
 
 // deny sends a browser that navigates to the login page, with the way back,
 // and answers anything else (API calls, assets) 401 in the users API's form.
 func (h *Handler) deny(w http.ResponseWriter, r *http.Request) error {
-	if (r.Method == http.MethodGet || r.Method == http.MethodHead) &&
-		strings.Contains(r.Header.Get("Accept"), "text/html") {
+	if navigates(r) {
 		h.app.metrics.Gate("redirected")
 		target := h.Prefix + "/login?redirect=" + url.QueryEscape(r.URL.RequestURI())
 		w.Header().Set("Cache-Control", "no-store")

@@ -380,3 +380,94 @@ func TestPasskeyScript(t *testing.T) {
 		t.Errorf("the login page does not offer passkeys:\n%s", login.body)
 	}
 }
+
+var ticketField = regexp.MustCompile(`id="passkey-second"[^>]* data-ticket="([^"]+)"`)
+
+// A user with a passkey gives it after the password: the login page's
+// second step offers it, bound to the step's ticket.
+func TestPasskeySecondFactor(t *testing.T) {
+	e, origin := passkeyEnv(t, "")
+	e.register("frank", "frank-password", "")
+	e.register("grace", "grace-password", "")
+	key := passkeystest.New(origin)
+	for _, name := range []string{"frank", "grace"} {
+		c, _ := e.loginAs(name, name+"-password", firefoxUA)
+		e.addPasskey(c, origin, key, name+"'s key", "")
+	}
+	franks, graces := key.Credentials[0], key.Credentials[1]
+
+	// passwordStep posts frank's password on the login page and returns
+	// the client and the second step's ticket.
+	passwordStep := func(t *testing.T) (*http.Client, string) {
+		c := e.client()
+		r := e.do(c, "POST", "/auth/login", formBody("username", "frank", "password", "frank-password", "redirect", "/hello"),
+			"Content-Type", formType, "Origin", origin)
+		m := ticketField.FindStringSubmatch(string(r.body))
+		if r.status != 200 || m == nil || !strings.Contains(r.header.Get("Content-Security-Policy"), "script-src 'nonce-") {
+			t.Fatalf("the password step: %d %v\n%s", r.status, r.header, r.body)
+		}
+		return c, m[1]
+	}
+	begin := func(t *testing.T, c *http.Client, ticket string) []byte {
+		r := e.passkeyPost(c, origin, "/auth/passkey/second/begin", map[string]any{"ticket": ticket})
+		if r.status != 200 {
+			t.Fatalf("begin: %d %s", r.status, r.body)
+		}
+		return r.body
+	}
+	finish := func(c *http.Client, ticket string, resp *passkeystest.Response) reply {
+		return e.passkeyPost(c, origin, "/auth/passkey/second/finish",
+			fmt.Sprintf(`{"ticket": %q, "credential": %s, "redirect": "/hello"}`, ticket, resp.JSON()))
+	}
+
+	t.Run("frank's passkey", func(t *testing.T) {
+		c, ticket := passwordStep(t)
+		options := begin(t, c, ticket)
+		resp, err := key.Get(options, franks.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := finish(c, ticket, resp)
+		if r.status != 200 || r.json["next"] != "/hello" {
+			t.Fatalf("finish: %d %s", r.status, r.body)
+		}
+		token := siteCookie(c, origin, "authgate_session")
+		if rec := e.rdb.Get(context.Background(), e.sessionKey(token)).Val(); !strings.Contains(rec, `"amr":["pwd","webauthn"]`) {
+			t.Errorf("session record %s, want amr pwd webauthn", rec)
+		}
+		// The step is over: its ticket serves no second login.
+		if r := finish(e.client(), ticket, resp); r.status != 401 {
+			t.Errorf("the same step again: %d %s", r.status, r.body)
+		}
+	})
+	t.Run("grace's passkey for frank's step", func(t *testing.T) {
+		c, ticket := passwordStep(t)
+		options := begin(t, c, ticket)
+		// Grace's authenticator would not offer it; a forged answer does.
+		resp, err := key.Get([]byte(strings.Replace(string(options), `"allowCredentials"`, `"ignored"`, 1)), graces.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := finish(c, ticket, resp); r.status != 401 || siteCookie(c, origin, "authgate_session") != "" {
+			t.Fatalf("another user's passkey: %d %s", r.status, r.body)
+		}
+	})
+	t.Run("an answer to another step's challenge", func(t *testing.T) {
+		c, ticket := passwordStep(t)
+		_, other := passwordStep(t)
+		resp, err := key.Get(begin(t, c, other), franks.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		begin(t, c, ticket)
+		if r := finish(c, ticket, resp); r.status != 401 || siteCookie(c, origin, "authgate_session") != "" {
+			t.Fatalf("an answer to another challenge: %d %s", r.status, r.body)
+		}
+	})
+	t.Run("a ticket of no step", func(t *testing.T) {
+		r := e.passkeyPost(e.client(), origin, "/auth/passkey/second/begin", map[string]any{"ticket": "no-such-ticket"})
+		if r.status != 401 || !strings.Contains(string(r.body), "expired") {
+			t.Fatalf("begin: %d %s", r.status, r.body)
+		}
+	})
+}

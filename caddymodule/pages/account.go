@@ -62,18 +62,8 @@ var accountNotices = map[string]string{
 // and links to the second factors. Anyone else goes to the login page and
 // comes back here.
 func (p *Pages) account(w http.ResponseWriter, r *http.Request) {
-	sess, ok := p.signedIn(w, r)
+	u, sess, _, ok := p.signedIn(w, r, "account")
 	if !ok {
-		return
-	}
-	u, err := p.Service.Account(r.Context(), sess)
-	if errors.Is(err, accounts.ErrNotFound) { // deleted since the session began
-		p.toLogin(w, r)
-		return
-	}
-	if err != nil {
-		status, msg := p.explain(w, r, err)
-		p.render(w, status, "message", view{Heading: "Your account", Error: msg})
 		return
 	}
 	v := view{Heading: "Your account", Notice: accountNotices[r.URL.Query().Get("done")]}
@@ -199,35 +189,6 @@ func (p *Pages) reauthFailure(w http.ResponseWriter, r *http.Request, err error,
 	status, words := p.explain(w, r, err)
 	*msg = words
 	return status
-}
-
-// signedIn returns the session of a request to a page that needs one.
-// Without one it sends the browser to the login page, set to come back,
-// and reports false.
-func (p *Pages) signedIn(w http.ResponseWriter, r *http.Request) (sessions.Session, bool) {
-	token, _ := p.Cookie.Token(r)
-	if token == "" {
-		p.toLogin(w, r)
-		return sessions.Session{}, false
-	}
-	sess, err := p.Service.Authenticate(r.Context(), token)
-	if errors.Is(err, sessions.ErrNotFound) {
-		p.toLogin(w, r)
-		return sessions.Session{}, false
-	}
-	if err != nil {
-		status, msg := p.explain(w, r, err)
-		p.render(w, status, "message", view{Heading: "Request refused", Error: msg})
-		return sessions.Session{}, false
-	}
-	return sess, true
-}
-
-// toLogin sends the browser to the login page, to come back to the path it
-// asked for (a path of ours, so the redirect stays on the site).
-func (p *Pages) toLogin(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Cache-Control", "no-store")
-	http.Redirect(w, r, p.Prefix+"/login?redirect="+url.QueryEscape(r.URL.Path), http.StatusSeeOther)
 }
 
 // secondFactors lists the second-factor pages the account page links to.

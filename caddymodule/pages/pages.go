@@ -1,5 +1,7 @@
-// Package pages serves the browser pages under {prefix}: login, register,
-// reset, logout and the signed-in user's account page. They are plain server-rendered HTML from embedded
+// Package pages serves the browser pages under {prefix}: login (with its
+// second-factor step), register, reset, logout, the signed-in user's
+// account page and the second factors' pages under account/. They are
+// plain server-rendered HTML from embedded
 // templates, with one inline stylesheet and no JavaScript, so they work in
 // any browser and leak nothing to third parties. Passkeys alone need a
 // script, since only one can call the browser's WebAuthn API: passkeys.js,
@@ -54,6 +56,7 @@ type view struct {
 	RegistrationOpen                      bool
 	Step, Userhash, Reqid, Token          string
 	Done                                  bool
+	MFA                                   *mfaView // the second factor's pages
 	// Account is the account page's own (see account.go).
 	Account *accountView
 	// Script puts the pages' one script (passkeys.js) on the page, which
@@ -86,6 +89,10 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 		serve = p.account
 	case "account/passkeys":
 		serve = p.passkeys
+	case "account/totp":
+		serve = p.totp
+	case "account/recovery":
+		serve = p.recovery
 	default:
 		return false
 	}
@@ -135,6 +142,10 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 		p.render(w, http.StatusOK, "login", v)
 		return
 	}
+	if ticket := r.PostFormValue("ticket"); ticket != "" {
+		p.secondStep(w, r, v, ticket)
+		return
+	}
 	v.Username = r.PostFormValue("username")
 	username, password := v.Username, r.PostFormValue("password")
 	if username == "" || password == "" {
@@ -142,7 +153,12 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 		p.render(w, http.StatusBadRequest, "login", v)
 		return
 	}
-	u, token, sess, err := p.Service.Login(r.Context(), p.Cookie.Attempt(r, username), password)
+	u, token, sess, err := p.Service.BeginLogin(r.Context(), p.Cookie.Attempt(r, username), password)
+	var step *auth.SecondFactorStep
+	if errors.As(err, &step) {
+		p.askSecondFactor(w, http.StatusOK, v, step.Ticket, step.Kinds)
+		return
+	}
 	if err != nil {
 		status := http.StatusUnauthorized
 		v.Error = "Wrong username or password."
@@ -153,7 +169,7 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Cookie.LoggedIn(w, r, p.Service, u, token, sess)
-	http.Redirect(w, r, v.Redirect, http.StatusSeeOther)
+	http.Redirect(w, r, p.afterLogin(v.Redirect, sess), http.StatusSeeOther)
 }
 
 func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
@@ -189,7 +205,7 @@ func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Cookie.LoggedIn(w, r, p.Service, u, token, sess)
-	http.Redirect(w, r, v.Redirect, http.StatusSeeOther)
+	http.Redirect(w, r, p.afterLogin(v.Redirect, sess), http.StatusSeeOther)
 }
 
 func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
@@ -314,7 +330,7 @@ var sharedWords = map[int]string{
 
 func (p *Pages) render(w http.ResponseWriter, status int, name string, v view) {
 	v.Title, v.Prefix = p.Title, p.Prefix
-	csp := "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	csp := "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 	if v.Script {
 		// Only the script tag carrying this response's nonce runs: not
 		// whatever else the site serves from its origin. It talks to

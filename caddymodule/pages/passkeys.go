@@ -10,6 +10,8 @@ package pages
 //	{prefix}/account/passkeys/finish   the new credential       → {next}
 //	{prefix}/passkey/begin             {}                       → request options, and a ticket cookie
 //	{prefix}/passkey/finish            {credential, redirect}   → {next}, and the session cookie
+//	{prefix}/passkey/second/begin      {ticket}                 → request options (the user's passkeys)
+//	{prefix}/passkey/second/finish     {ticket, credential, redirect} → {next}, and the session cookie
 
 import (
 	"bytes"
@@ -69,24 +71,13 @@ func (p *Pages) passkeysOn() bool {
 
 // passkeys serves {prefix}/account/passkeys to a signed-in user.
 func (p *Pages) passkeys(w http.ResponseWriter, r *http.Request) {
-	sess, ok := p.signedIn(w, r)
+	u, sess, _, ok := p.signedIn(w, r, "account/passkeys")
 	if !ok {
-		return
-	}
-	u, err := p.Service.Account(r.Context(), sess)
-	if errors.Is(err, accounts.ErrNotFound) {
-		p.toLogin(w, r)
 		return
 	}
 	v := view{Heading: "Passkeys", Notice: passkeyNotices[r.URL.Query().Get("done")],
 		Passkeys: &passkeysView{Username: sess.Username, NeedPassword: !p.Service.FreshLogin(sess),
 			Name: useragent.Summary(r.UserAgent())}}
-	if err != nil {
-		status, msg := p.explain(w, r, err)
-		v.Error = msg
-		p.render(w, status, "passkeys", v)
-		return
-	}
 	if !p.passkeysOn() {
 		v.Passkeys.Unavailable = p.RP.Unavailable()
 		if p.Passkeys == nil || p.Service.MFA() == auth.MFAOff {
@@ -247,6 +238,10 @@ func (p *Pages) servePasskeyAPI(w http.ResponseWriter, r *http.Request, name str
 		serve = p.beginAdd
 	case "account/passkeys/finish":
 		serve = p.finishAdd
+	case "passkey/second/begin":
+		serve = p.beginSecond
+	case "passkey/second/finish":
+		serve = p.finishSecond
 	default:
 		return false
 	}
@@ -432,7 +427,79 @@ func (p *Pages) finishSignIn(w http.ResponseWriter, r *http.Request, body []byte
 		return
 	}
 	p.Cookie.LoggedIn(w, r, p.Service, u, token, sess)
-	web.WriteJSON(w, http.StatusOK, map[string]any{"next": SafeRedirect(in.Redirect)})
+	web.WriteJSON(w, http.StatusOK, map[string]any{"next": p.afterLogin(SafeRedirect(in.Redirect), sess)})
+}
+
+// secondStepOf reads the body of the passkey step of a login whose password
+// was right: the ticket of the step (auth.SecondFactorStep), and with the
+// answer, the credential and the redirect target. It answers and reports
+// false when there is no such step.
+func (p *Pages) secondStepOf(w http.ResponseWriter, r *http.Request, body []byte) (in secondStepBody, u accounts.User, ok bool) {
+	if json.Unmarshal(body, &in) != nil || in.Ticket == "" {
+		failJSON(w, http.StatusBadRequest, "The request could not be read.")
+		return in, u, false
+	}
+	// Peeked, not spent: a passkey's answer cannot be guessed, and its
+	// challenge, bound to the ticket, is answered once.
+	u, err := p.Service.PendingLogin(r.Context(), in.Ticket)
+	switch {
+	case errors.Is(err, auth.ErrLoginExpired):
+		failJSON(w, http.StatusUnauthorized, "This sign-in has expired or was tried too often. Enter your password again.")
+		return in, u, false
+	case err != nil:
+		p.passkeyFail(w, r, err)
+		return in, u, false
+	}
+	return in, u, true
+}
+
+type secondStepBody struct {
+	Ticket     string          `json:"ticket"`
+	Credential json.RawMessage `json:"credential"`
+	Redirect   string          `json:"redirect"`
+}
+
+// beginSecond starts the passkey step of a login: any of the user's
+// passkeys may answer.
+func (p *Pages) beginSecond(w http.ResponseWriter, r *http.Request, body []byte) {
+	in, u, ok := p.secondStepOf(w, r, body)
+	if !ok {
+		return
+	}
+	assertion, err := p.Passkeys.BeginSecondFactor(r.Context(), p.RP, u, in.Ticket)
+	if err != nil {
+		p.passkeyFail(w, r, err)
+		return
+	}
+	web.WriteJSON(w, http.StatusOK, assertion)
+}
+
+// finishSecond ends the login whose step a passkey of the user answered:
+// the session says amr pwd webauthn.
+func (p *Pages) finishSecond(w http.ResponseWriter, r *http.Request, body []byte) {
+	in, u, ok := p.secondStepOf(w, r, body)
+	if !ok {
+		return
+	}
+	at := p.Cookie.Attempt(r, u.Username)
+	if err := p.Passkeys.FinishSecondFactor(r.Context(), p.RP, u, in.Ticket, in.Credential, at.IP); err != nil {
+		if errors.Is(err, passkeys.ErrRefused) || errors.Is(err, passkeys.ErrCloned) || errors.Is(err, passkeys.ErrNoCeremony) {
+			p.Service.Audit("mfa_failed", u.Username, at.IP, zap.Int64("user_id", u.ID), zap.String("factor", passkeys.Factor))
+		}
+		p.passkeyFail(w, r, err)
+		return
+	}
+	u, token, sess, err := p.Service.CompleteLogin(r.Context(), at, in.Ticket, auth.AMRPassword, passkeys.Factor)
+	if err != nil {
+		if errors.Is(err, auth.ErrLoginExpired) {
+			failJSON(w, http.StatusUnauthorized, "This sign-in has expired or was tried too often. Enter your password again.")
+			return
+		}
+		p.passkeyFail(w, r, err)
+		return
+	}
+	p.Cookie.LoggedIn(w, r, p.Service, u, token, sess)
+	web.WriteJSON(w, http.StatusOK, map[string]any{"next": p.afterLogin(SafeRedirect(in.Redirect), sess)})
 }
 
 // script serves passkeys.js, the pages' one script.

@@ -78,20 +78,22 @@
 
   const supported = !!(window.PublicKeyCredential && navigator.credentials);
 
-  // "Sign in with a passkey" on the login page.
-  const signin = document.getElementById("passkey-signin");
-  if (signin && supported) {
-    const button = document.getElementById("passkey-button");
+  // A sign-in: "Sign in with a passkey" on the login page (no ticket), or
+  // the passkey step after the password (the step's ticket).
+  const offer = (panel, button) => {
+    if (!panel || !supported) return;
     const box = document.getElementById("passkey-error");
-    signin.hidden = false;
+    const ticket = panel.dataset.ticket ? { ticket: panel.dataset.ticket } : {};
+    panel.hidden = false;
     button.addEventListener("click", async () => {
       button.disabled = true;
       show(box, "");
       try {
-        const options = await post(signin.dataset.begin, {});
+        const options = await post(panel.dataset.begin, ticket);
         const cred = await navigator.credentials.get(requestOptions(options));
         const redirect = document.querySelector("input[name=redirect]");
-        const done = await post(signin.dataset.finish, {
+        const done = await post(panel.dataset.finish, {
+          ...ticket,
           credential: credentialJSON(cred),
           redirect: redirect ? redirect.value : "/",
         });
@@ -101,7 +103,9 @@
         button.disabled = false;
       }
     });
-  }
+  };
+  offer(document.getElementById("passkey-signin"), document.getElementById("passkey-button"));
+  offer(document.getElementById("passkey-second"), document.getElementById("passkey-second-button"));
 
   // "Add a passkey" on the passkeys page.
   const add = document.getElementById("passkey-add");
