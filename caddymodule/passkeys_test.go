@@ -246,7 +246,7 @@ func TestPasskeyChangesNeedThePassword(t *testing.T) {
 	c, _ := e.loginAs("bob", "bob-password", firefoxUA)
 	key := passkeystest.New(origin)
 	e.addPasskey(c, origin, key, "Phone", "")
-	token := siteCookie(c, origin, "authgate_session") // anew: it proved the passkey
+	token := siteCookie(c, origin, "authgate_session")                // anew: it proved the passkey
 	id := base64.RawURLEncoding.EncodeToString(key.Credentials[0].ID) // as the page spells it
 	carol, _ := e.loginAs("carol", "carol-password", firefoxUA)
 	e.age(token, time.Hour)
