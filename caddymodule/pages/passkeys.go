@@ -216,6 +216,8 @@ func (p *Pages) passkeyFailure(w http.ResponseWriter, r *http.Request, err error
 			"Log in with your password, and remove it from your passkeys."
 	case errors.Is(err, passkeys.ErrRefused):
 		return http.StatusUnauthorized, "That passkey was not accepted. It may belong to another site, or have been removed from your account."
+	case errors.Is(err, passkeys.ErrNotFound):
+		return http.StatusNotFound, "You have no passkey to use here. Use another way, or add one after you log in."
 	case errors.Is(err, passkeys.ErrUnavailable):
 		return http.StatusNotFound, "Passkeys are not available on this site."
 	}

@@ -134,6 +134,24 @@ func TestBrowserPasskey(t *testing.T) {
 		t.Errorf("after the sign-in: count %d (at registration %d), used %v (%v); want a higher count, and a time", count, registered, used, err)
 	}
 
+	// With the password, the passkey is the second step.
+	b.open(g.base + "/auth/logout")
+	b.click(submit)
+	b.open(g.base + target)
+	b.fill("#username", "alice")
+	b.fill("#password", "correct horse battery")
+	b.click(submit)
+	testenv.WaitFor(t, "the passkey option of the second step", func() bool { return b.has("#passkey-second:not([hidden])") })
+	readable(t, b.pageText(), "Two-step verification", "Use a passkey", "Use a recovery code")
+	b.shot("23-second-step-passkey")
+	b.clickAndWait("#passkey-second-button", "/hello")
+	wantUpstream(t, b, target, "alice", "alice@example.com")
+	token = wantSession(t, g, b)
+	if err := json.Unmarshal([]byte(g.rdb.Get(context.Background(), g.sessionKey(token)).Val()), &record); err != nil ||
+		!slices.Equal(record.AMR, []string{"pwd", "webauthn"}) {
+		t.Errorf("the session's amr %v (%v), want [pwd webauthn]", record.AMR, err)
+	}
+
 	// Remove it: a login a moment old needs no password for that.
 	b.open(g.base + "/auth/account/passkeys")
 	readable(t, b.pageText(), "Chromium")
