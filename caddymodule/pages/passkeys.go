@@ -397,8 +397,7 @@ func (p *Pages) finishSignIn(w http.ResponseWriter, r *http.Request, body []byte
 		Credential json.RawMessage `json:"credential"`
 		Redirect   string          `json:"redirect"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if dec.Decode(&in) != nil || len(in.Credential) == 0 {
+	if json.Unmarshal(body, &in) != nil || len(in.Credential) == 0 {
 		failJSON(w, http.StatusBadRequest, "The request could not be read.")
 		return
 	}
