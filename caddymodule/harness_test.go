@@ -59,6 +59,7 @@ type reached struct {
 type options struct {
 	global   string // extra lines in the authgate global block
 	site     string // extra lines in the site's authgate block
+	handlers string // extra lines in the site block (other handlers)
 	postgres string // default: a fresh database on the shared server
 	redis    string // default: the shared server
 	smtp     string // an SMTP URL instead of the mail_dir mailer
@@ -138,9 +139,10 @@ func newEnv(t testing.TB, opts options) *env {
 		public /healthz /assets/*
 		%s
 	}
+	%s
 	reverse_proxy %s
 }
-`, e.logFile, opts.caddy, e.pg, e.redisURL, e.prefix, mailer, opts.global, fmt.Sprintf(opts.address, port), opts.site, ln.Addr())
+`, e.logFile, opts.caddy, e.pg, e.redisURL, e.prefix, mailer, opts.global, fmt.Sprintf(opts.address, port), opts.site, opts.handlers, ln.Addr())
 	e.caddyfile = cfg
 	e.load(cfg)
 
@@ -209,6 +211,8 @@ func echoIdentity(w http.ResponseWriter, r *http.Request) {
 		"uri":           r.URL.RequestURI(),
 		"cookie":        r.Header.Get("Cookie"),
 		"authorization": r.Header.Get("Authorization"),
+		"auth_methods":  r.Header.Get("Remote-Auth-Methods"),
+		"amr":           r.Header.Get("X-Amr"),
 	})
 }
 

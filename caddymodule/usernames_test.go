@@ -341,7 +341,7 @@ func TestUsernameMigration(t *testing.T) {
 		t.Fatalf("sessions left: %v", keys)
 	}
 	// The migration ran once: a restart renames nothing.
-	if n, want := e.scalar("SELECT count(*) FROM authgate.schema_migrations"), int64(migrationCount(t)); n != want {
-		t.Fatalf("%v migrations recorded, want %d", n, want)
+	if n := e.scalar("SELECT count(*) FROM authgate.schema_migrations"); n != int64(migrationCount(t)) {
+		t.Fatalf("%v migrations recorded", n)
 	}
 }
