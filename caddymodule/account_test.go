@@ -398,6 +398,19 @@ func TestAccountPage(t *testing.T) {
 		r := e.postAccount(firefox, []string{"Sec-Fetch-Site", "same-origin", "Origin", e.base}, "action", "end-others")
 		e.wantDone(firefox, r, "others")
 	})
+
+	t.Run("ending this one logs out", func(t *testing.T) {
+		r := e.postAccount(firefox, nil, "action", "end", "session", e.sessionID(firefoxToken))
+		if r.status != 303 || r.header.Get("Location") != "/auth/login?redirect=%2Fauth%2Faccount" {
+			t.Fatalf("got %d Location %q", r.status, r.header.Get("Location"))
+		}
+		if c := r.header.Get("Set-Cookie"); !strings.HasPrefix(c, "authgate_session=;") || !strings.Contains(c, "Max-Age=0") {
+			t.Errorf("the cookie is not cleared: %q", c)
+		}
+		if status, _, _ := e.gateSays(firefoxToken); status != 401 {
+			t.Fatalf("the session passes the gate: %d", status)
+		}
+	})
 }
 
 // A session ended from the account page on one instance is refused by

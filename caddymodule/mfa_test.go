@@ -79,8 +79,6 @@ func (c *totpClock) wrongCode(t testing.TB, key string) string {
 	}
 }
 
-const formType = "application/x-www-form-urlencoded"
-
 // form posts a form, as a browser's page does.
 func (e *env) form(c *http.Client, path string, kv ...string) reply {
 	e.t.Helper()

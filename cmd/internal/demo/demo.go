@@ -60,7 +60,7 @@ var page = template.Must(template.New("page").Parse(`<!doctype html>
 <tr><th>Path</th><td>{{.Path}}</td></tr>
 <tr><th>Query</th><td>{{.Query}}</td></tr>
 </table>
-<p><a href="/api/whoami">/api/whoami</a> · <a href="/auth/logout">Log out</a></p>
+<p><a href="/api/whoami">/api/whoami</a> · <a href="/auth/account">Your account</a> · <a href="/auth/logout">Log out</a></p>
 </body>
 </html>
 `))
