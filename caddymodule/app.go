@@ -24,9 +24,11 @@ import (
 	"github.com/authgate/authgate/caddymodule/accounts"
 	"github.com/authgate/authgate/caddymodule/auth"
 	"github.com/authgate/authgate/caddymodule/device"
+	"github.com/authgate/authgate/caddymodule/factors"
 	"github.com/authgate/authgate/caddymodule/mail"
 	"github.com/authgate/authgate/caddymodule/metrics"
 	"github.com/authgate/authgate/caddymodule/onetime"
+	"github.com/authgate/authgate/caddymodule/passkeys"
 	"github.com/authgate/authgate/caddymodule/password"
 	"github.com/authgate/authgate/caddymodule/sessions"
 	"github.com/authgate/authgate/caddymodule/store"
@@ -54,6 +56,7 @@ const (
 	// maxPostgresConns is far above what one instance can use: a value
 	// beyond it is a typo, not a pool size.
 	maxPostgresConns = 1000
+	DefaultMFA       = auth.MFAOptional
 )
 
 // App is the "authgate" app: the account and session stores and the
@@ -119,6 +122,12 @@ type App struct {
 	// site's configured origin (the handler's origin), never after a host
 	// taken from the request. Default: {prefix}/reset?token={token}.
 	ResetURL string `json:"reset_url,omitempty"`
+	// Second factors: "off" (none is offered or asked for; enrolled ones
+	// are kept but not used), "optional" (default: users may add one, and
+	// a user who has one must give it at every login) or "required" (every
+	// user must have one: the pages send a user without one to enrol
+	// before anything else, and API logins of such a user are refused).
+	MFA string `json:"mfa,omitempty"`
 
 	// Cost of new password hashes. Default: OWASP's floor (19 MiB, t=2, p=1).
 	Argon2 *Argon2 `json:"argon2,omitempty"`
@@ -138,9 +147,10 @@ type App struct {
 	// on top of the limits above. Default: 20 in 24h.
 	ThrottleCodes *Limit `json:"throttle_codes,omitempty"`
 
-	stores  stores
-	hasher  *password.Hasher // its workers run from newService to teardown
-	runtime atomic.Pointer[auth.Service]
+	stores   stores
+	hasher   *password.Hasher // its workers run from newService to teardown
+	runtime  atomic.Pointer[auth.Service]
+	passkeys atomic.Pointer[passkeys.Service]
 	// The account requests this config is serving (they may hash and use
 	// the stores), and whether Cleanup has come. Caddy's reload does not
 	// wait for the old config's requests before its Cleanup: a login still
@@ -334,7 +344,16 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 	if err := a.reportNames(ctx); err != nil {
 		return nil, err
 	}
-	return auth.New(auth.Config{
+	secondFactors, err := a.factors(ctx)
+	if err != nil {
+		return nil, err
+	}
+	credentials, err := passkeys.NewStore(a.stores.db, a.Schema)
+	if err != nil {
+		return nil, err
+	}
+	secondFactors.Add(passkeys.Provider{Store: credentials})
+	svc := auth.New(auth.Config{
 		Accounts: a.stores.accounts,
 		Sessions: a.stores.sessions,
 		Codes:    onetime.New(rdb, a.RedisPrefix, secret, time.Duration(a.OTPTTL)),
@@ -348,12 +367,50 @@ func (a *App) newService(ctx context.Context) (*auth.Service, error) {
 		Mailer:       mailer,
 		MailFrom:     a.MailFrom,
 		Registration: a.Registration == "open",
+		Factors:      secondFactors,
+		Tickets:      factors.NewTickets(rdb, a.RedisPrefix, factors.TicketTTL),
+		MFA:          a.MFA,
 		Metrics:      a.metrics,
 		Logger:       a.logger,
 		Emit:         a.emit,
+		Now:          testClock,
 
 		PasswordMinScore: *a.PasswordMinScore,
-	}), nil
+	})
+	a.passkeys.Store(passkeys.New(passkeys.Config{
+		Credentials: credentials,
+		Ceremonies:  passkeys.NewCeremonies(rdb, a.RedisPrefix, passkeys.CeremonyTTL),
+		Accounts:    a.stores.accounts,
+		Metrics:     a.metrics,
+		Enrolled:    svc.FactorEnrolled,
+		Removed:     svc.FactorRemoved,
+		Logger:      a.logger,
+	}))
+	return svc, nil
+}
+
+// testClock, when a test sets it, is the account service's clock (the TOTP
+// time steps); nil is the real one.
+var testClock func() time.Time
+
+// factors opens the store of second factors, with keys of their own (kept
+// like the others, in the secrets table): one seals the TOTP secrets, one
+// keys the hashes of the recovery codes. Every kind of second factor joins
+// the registry here.
+func (a *App) factors(ctx context.Context) (*factors.Registry, error) {
+	totpKey, err := a.stores.accounts.Secret(ctx, "totp", factors.KeySize)
+	if err != nil {
+		return nil, err
+	}
+	recoveryKey, err := a.stores.accounts.Secret(ctx, "recovery", factors.KeySize)
+	if err != nil {
+		return nil, err
+	}
+	st, err := factors.NewStore(a.stores.db, a.Schema, totpKey, recoveryKey)
+	if err != nil {
+		return nil, err
+	}
+	return factors.NewRegistry(st), nil
 }
 
 // reportNames tells the operator, at every start, of the accounts without a
@@ -515,7 +572,7 @@ func (a *App) redisConfig() store.RedisConfig {
 func (a *App) resolvePlaceholders() {
 	repl := caddy.NewReplacer()
 	for _, s := range []*string{&a.Postgres, &a.Schema, &a.Redis, &a.RedisPrefix, &a.MailDir,
-		&a.SMTP, &a.MailFrom, &a.Registration, &a.CookieName, &a.CookieDomain} {
+		&a.SMTP, &a.MailFrom, &a.Registration, &a.CookieName, &a.CookieDomain, &a.MFA} {
 		*s = repl.ReplaceKnown(*s, "")
 	}
 	for i := range a.RedisCluster {
@@ -536,6 +593,7 @@ func (a *App) setDefaults() {
 	setDefault(&a.Registration, "open")
 	setDefault(&a.CookieName, DefaultCookieName)
 	setDefault(&a.ResetURL, DefaultResetURL)
+	setDefault(&a.MFA, DefaultMFA)
 	if a.SessionTTL == 0 {
 		a.SessionTTL = caddy.Duration(DefaultSessionTTL)
 	}
@@ -660,6 +718,13 @@ func (a *App) check() error {
 	}
 	if a.Registration != "open" && a.Registration != "closed" && !unresolved(a.Registration) {
 		return fail("registration", "%q: must be open or closed", a.Registration)
+	}
+	switch a.MFA {
+	case auth.MFAOff, auth.MFAOptional, auth.MFARequired:
+	default:
+		if !unresolved(a.MFA) {
+			return fail("mfa", "%q: must be off, optional or required", a.MFA)
+		}
 	}
 	if a.SessionTTL < caddy.Duration(time.Minute) {
 		return fail("session_ttl", "%s: must be at least 1m", time.Duration(a.SessionTTL))

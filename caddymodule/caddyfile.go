@@ -56,6 +56,7 @@ func init() {
 //		throttle_user  <max> <window>
 //		throttle_ip    <max> <window>
 //		throttle_codes <max> <window>
+//		mfa            off|optional|required
 //	}
 //
 // The settings are checked here as well as at provisioning, so that
@@ -167,6 +168,8 @@ func (a *App) setDirective(d *caddyfile.Dispenser, directive string, args []stri
 		return str(&a.MailFrom)
 	case "registration":
 		return str(&a.Registration)
+	case "mfa":
+		return str(&a.MFA)
 	case "session_ttl", "session_idle", "otp_ttl":
 		if err := want(1); err != nil {
 			return err

@@ -15,7 +15,7 @@ var directives = []string{
 	"postgres", "schema", "postgres_max_conns", "postgres_idle_conns", "postgres_conn_lifetime", "redis", "redis_sentinel", "redis_cluster", "redis_prefix", "mail_dir", "smtp",
 	"mail_from", "registration", "session_ttl", "session_idle", "max_sessions", "session_cache", "cookie_name",
 	"cookie_domain", "otp_ttl", "reset_url", "argon2", "hash_concurrency", "password_min_score",
-	"throttle_user", "throttle_ip", "throttle_codes",
+	"throttle_user", "throttle_ip", "throttle_codes", "mfa",
 	"prefix", "account_api", "users_api", "public", "title", "origin",
 }
 

@@ -18,12 +18,13 @@ import (
 
 	"github.com/authgate/authgate/caddymodule/accounts"
 	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/factors"
 )
 
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "authgate",
-		Usage: "<useradd|passwd|import|sessions|revoke> [args] [--config <path> [--adapter <name>]]",
+		Usage: "<useradd|passwd|import|sessions|revoke|mfa|mfa-reset> [args] [--config <path> [--adapter <name>]]",
 		Short: "Manages authgate accounts and sessions",
 		Long: `
 Manages the accounts and sessions of the authgate app configured in the given
@@ -37,6 +38,10 @@ PostgreSQL and Redis directly; Caddy need not be running.
                                       re-hashed at the first login
   sessions <user>                     list the user's live sessions
   revoke <user>                       end every session of the user
+  mfa <user>                          list the user's second factors: kinds, when enrolled
+                                      and last used, recovery codes left (never a secret)
+  mfa-reset <user>                    remove every second factor and recovery code of the
+                                      user (a lost phone) and end every session of theirs
 
 Passwords are read from the terminal, or one line of standard input.`,
 		CobraFunc: func(cmd *cobra.Command) {
@@ -49,6 +54,8 @@ Passwords are read from the terminal, or one line of standard input.`,
 				&cobra.Command{Use: "import <file>", Short: "Import user:hash lines", Args: cobra.ExactArgs(1), RunE: runCLI(cliImport)},
 				&cobra.Command{Use: "sessions <user>", Short: "List live sessions", Args: cobra.ExactArgs(1), RunE: runCLI(cliSessions)},
 				&cobra.Command{Use: "revoke <user>", Short: "End every session", Args: cobra.ExactArgs(1), RunE: runCLI(cliRevoke)},
+				&cobra.Command{Use: "mfa <user>", Short: "List second factors", Args: cobra.ExactArgs(1), RunE: runCLI(cliMFA)},
+				&cobra.Command{Use: "mfa-reset <user>", Short: "Remove every second factor and end every session", Args: cobra.ExactArgs(1), RunE: runCLI(cliMFAReset)},
 			)
 		},
 	})
@@ -184,6 +191,53 @@ func cliRevoke(ctx context.Context, cmd *cobra.Command, svc *auth.Service, usern
 		return err
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "ended %d session(s) of %s\n", n, u.Username)
+	return nil
+}
+
+func cliMFA(ctx context.Context, cmd *cobra.Command, svc *auth.Service, username string) error {
+	u, err := svc.UserByName(ctx, username)
+	if err != nil {
+		return explainCLI(err)
+	}
+	list, err := svc.SecondFactors(ctx, u)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if len(list) == 0 {
+		fmt.Fprintf(out, "%s has no second factor (mfa %s)\n", u.Username, svc.MFA())
+		return nil
+	}
+	fmt.Fprintf(out, "second factors of %s (mfa %s):\n", u.Username, svc.MFA())
+	stamp := func(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+	for _, f := range list {
+		line := fmt.Sprintf("  %-9s", f.Kind)
+		if f.Name != "" {
+			line += fmt.Sprintf(" %q", f.Name)
+		}
+		if f.Kind == factors.KindRecovery {
+			line += fmt.Sprintf(" %d code(s) left, made %s", f.Remaining, stamp(f.Created))
+		} else {
+			line += " enrolled " + stamp(f.Created)
+			if !f.LastUsed.IsZero() {
+				line += ", last used " + stamp(f.LastUsed)
+			}
+		}
+		fmt.Fprintln(out, line)
+	}
+	return nil
+}
+
+func cliMFAReset(ctx context.Context, cmd *cobra.Command, svc *auth.Service, username string) error {
+	u, err := svc.UserByName(ctx, username)
+	if err != nil {
+		return explainCLI(err)
+	}
+	n, ended, err := svc.ResetSecondFactors(ctx, u, "cli")
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "removed %d second factor(s) of %s; ended %d session(s)\n", n, u.Username, ended)
 	return nil
 }
 

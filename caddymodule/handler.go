@@ -15,6 +15,7 @@ import (
 	"github.com/authgate/authgate/caddymodule/auth"
 	"github.com/authgate/authgate/caddymodule/gatepath"
 	"github.com/authgate/authgate/caddymodule/pages"
+	"github.com/authgate/authgate/caddymodule/passkeys"
 	"github.com/authgate/authgate/caddymodule/password"
 	"github.com/authgate/authgate/caddymodule/restapi"
 	"github.com/authgate/authgate/caddymodule/sessions"
@@ -32,13 +33,17 @@ const (
 	HeaderUser   = "Remote-User"
 	HeaderEmail  = "Remote-Email"
 	HeaderUserID = "Remote-User-Id"
+	// HeaderAuthMethods says how the session was authenticated: its AMR
+	// values (RFC 8176) joined with commas, e.g. "pwd" or "pwd,otp" (see
+	// auth.AMRText).
+	HeaderAuthMethods = "Remote-Auth-Methods"
 )
 
 // IdentityHeaders are every header the gate vouches for. A client's header
 // or trailer is removed when its name reads as one of these to some
 // upstream: in any case, and with "_" for "-" (CGI, PHP, WSGI and FastCGI
 // file Remote_User and Remote-User alike under HTTP_REMOTE_USER).
-var IdentityHeaders = []string{HeaderUser, HeaderEmail, HeaderUserID}
+var IdentityHeaders = []string{HeaderUser, HeaderEmail, HeaderUserID, HeaderAuthMethods}
 
 // DefaultPrefix is where the pages and the users API live by default.
 const DefaultPrefix = "/auth"
@@ -118,7 +123,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Title == "" {
 		h.Title = "authgate"
 	}
-	h.pages = &pages.Pages{Cookie: h.cookie, Prefix: h.Prefix, Title: h.Title, Logger: h.logger}
+	rp, err := passkeys.NewRP(h.Origin, h.app.CookieDomain, h.Title)
+	if err != nil {
+		return err
+	}
+	if why := rp.Unavailable(); why != "" {
+		h.logger.Info("passkeys are not available on this site", zap.String("origin", h.Origin), zap.String("reason", why))
+	}
+	h.pages = &pages.Pages{Cookie: h.cookie, Prefix: h.Prefix, Title: h.Title, Logger: h.logger, RP: rp}
 	if err := h.needOrigin(h.app.ResetURL); err != nil {
 		return err
 	}
@@ -257,7 +269,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			return nil
 		}
 		pg := *h.pages
-		pg.Service = svc
+		pg.Service, pg.Passkeys = svc, h.app.passkeys.Load()
 		if !pg.Serve(w, r, strings.TrimPrefix(path, h.Prefix)) {
 			usersapi.Fail(w, http.StatusNotFound, usersapi.NotFound)
 		}
@@ -354,26 +366,55 @@ func (h *Handler) gate(w http.ResponseWriter, r *http.Request, next caddyhttp.Ha
 		h.app.metrics.Gate("unavailable")
 		return caddyhttp.Error(http.StatusServiceUnavailable, err)
 	}
+	if svc.MFA() == auth.MFARequired && !auth.HasSecondFactor(sess.AMR) {
+		return h.enrol(w, r)
+	}
 	h.app.metrics.Gate("allowed")
 
 	userID := strconv.FormatInt(sess.UserID, 10)
+	amr := auth.AMRText(sess.AMR)
 	hdr := r.Header
 	hdr.Set(HeaderUser, sess.Username)
 	hdr.Set(HeaderUserID, userID)
 	if sess.Email != "" {
 		hdr.Set(HeaderEmail, sess.Email)
 	}
+	hdr.Set(HeaderAuthMethods, amr)
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	repl.Set("http.auth.user.id", sess.Username)
 	repl.Set("http.auth.user.user_id", userID)
 	repl.Set("http.auth.user.email", sess.Email)
+	repl.Set("http.auth.user.amr", amr)
 	return next.ServeHTTP(w, r)
+}
+
+// enrol answers a session without the second factor that mfa required
+// asks for, before anything of the upstream's: a browser that navigates
+// goes to enrol one (and comes back after), anything else is refused with
+// 403 MFA_ENROLMENT_REQUIRED. Such a session comes from the login page
+// (which lets a user without a second factor in, to enrol) or from before
+// mfa was required; the pages under the prefix serve it as they must.
+func (h *Handler) enrol(w http.ResponseWriter, r *http.Request) error {
+	h.app.metrics.Gate("enrolment")
+	if navigates(r) {
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, pages.EnrolPath(h.Prefix, r.URL.RequestURI()), http.StatusFound)
+		return nil
+	}
+	usersapi.Fail(w, http.StatusForbidden, usersapi.MFAEnrolmentRequired)
+	return nil
+}
+
+// navigates tells a browser's navigation (which a redirect serves) from an
+// API call or an asset (which must get a status).
+func navigates(r *http.Request) bool {
+	return (r.Method == http.MethodGet || r.Method == http.MethodHead) && web.AcceptsHTML(r)
 }
 
 // deny sends a browser that navigates to the login page, with the way back,
 // and answers anything else (API calls, assets) 401 in the users API's form.
 func (h *Handler) deny(w http.ResponseWriter, r *http.Request) error {
-	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && web.AcceptsHTML(r) {
+	if navigates(r) {
 		h.app.metrics.Gate("redirected")
 		target := h.Prefix + "/login?redirect=" + url.QueryEscape(r.URL.RequestURI())
 		w.Header().Set("Cache-Control", "no-store")

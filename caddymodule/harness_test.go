@@ -65,6 +65,7 @@ type options struct {
 	global   string // extra lines in the authgate global block
 	site     string // extra lines in the site's authgate block
 	usersAPI string // users_api of the site, if any
+	handlers string // extra lines in the site block (other handlers)
 	postgres string // default: a fresh database on the shared server
 	redis    string // default: the shared server
 	// topology is a Redis Cluster or Sentinel group to use instead.
@@ -158,9 +159,10 @@ func newEnv(t testing.TB, opts options) *env {
 		public /healthz /assets/*
 		%s
 	}
+	%s
 	reverse_proxy %s
 }
-`, e.logFile, opts.caddy, e.pg, e.redis.Directive(), e.prefix, mailer, opts.global, fmt.Sprintf(opts.address, port), opts.site, ln.Addr())
+`, e.logFile, opts.caddy, e.pg, e.redis.Directive(), e.prefix, mailer, opts.global, fmt.Sprintf(opts.address, port), opts.site, opts.handlers, ln.Addr())
 	e.caddyfile = cfg
 	e.load(cfg)
 
@@ -224,6 +226,8 @@ func echoIdentity(w http.ResponseWriter, r *http.Request) {
 		"uri":           r.URL.RequestURI(),
 		"cookie":        r.Header.Get("Cookie"),
 		"authorization": r.Header.Get("Authorization"),
+		"auth_methods":  r.Header.Get("Remote-Auth-Methods"),
+		"amr":           r.Header.Get("X-Amr"),
 	})
 }
 

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -136,6 +137,41 @@ func (e *env) storedSessions() []sessions.Session {
 }
 
 func (e *env) sessionCount() int { return len(e.storedSessions()) }
+
+// sessionID is the ID that names the session of token (in List, on the
+// account page, in Stored).
+func (e *env) sessionID(token string) string {
+	e.t.Helper()
+	_, field, ok := sessions.Where(e.prefix, token)
+	if !ok {
+		e.t.Fatalf("session token %q is not <userhash>.<secret>", token)
+	}
+	return hex.EncodeToString([]byte(field))
+}
+
+// storedSession returns what Redis holds for the session of token.
+func (e *env) storedSession(token string) (sessions.Session, bool) {
+	e.t.Helper()
+	id := e.sessionID(token)
+	for _, s := range e.storedSessions() {
+		if s.ID == id {
+			return s, true
+		}
+	}
+	return sessions.Session{}, false
+}
+
+// userSessions lists the IDs of the stored sessions of the user whose
+// userhash is given.
+func (e *env) userSessions(userhash string) []string {
+	var ids []string
+	for _, s := range e.storedSessions() {
+		if s.Userhash == userhash {
+			ids = append(ids, s.ID)
+		}
+	}
+	return ids
+}
 
 // Guesses from many addresses spend the user's shared allowance and are
 // stopped by it; the owner's client, with its device cookie, still gets in.
@@ -499,8 +535,14 @@ func (e *env) age(c *http.Client, token string, by time.Duration) string {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	u, _ := url.Parse(e.base)
-	c.Jar.SetCookies(u, []*http.Cookie{{Name: "authgate_session", Value: aged[0], Path: "/"}})
+	sites := []string{e.base}
+	if e.host != "" { // the jar keeps the cookies under the Host sent
+		sites = append(sites, "http://"+e.host)
+	}
+	for _, site := range sites {
+		u, _ := url.Parse(site)
+		c.Jar.SetCookies(u, []*http.Cookie{{Name: "authgate_session", Value: aged[0], Path: "/"}})
+	}
 	return aged[0]
 }
 

@@ -23,6 +23,8 @@ func TestStripIdentity(t *testing.T) {
 			http.Header{"X-Remote-User": {"kept"}}},
 		{"case", http.Header{"REMOTE-USER": {"admin"}, "remote_email": {"a@b"}, "Remote-User-ID": {"1"}, "Remote-Users": {"kept"}},
 			http.Header{"Remote-Users": {"kept"}}},
+		{"auth methods", http.Header{"Remote-Auth-Methods": {"pwd,otp"}, "remote_auth_methods": {"hwk"}, "REMOTE-AUTH_METHODS": {"otp"}, "Remote-Auth-Method": {"kept"}},
+			http.Header{"Remote-Auth-Method": {"kept"}}},
 		{"nothing", http.Header{"Cookie": {"a=1"}}, http.Header{"Cookie": {"a=1"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -224,6 +226,7 @@ func TestGuardTrailers(t *testing.T) {
 	// What net/http does as the chunked body ends.
 	r.Trailer["X-Checksum"] = []string{"abc"}
 	r.Trailer["Remote_user"] = []string{"admin"}
+	r.Trailer["Remote-Auth-Methods"] = []string{"pwd,otp"}
 	r.Trailer["Authorization"] = []string{"Bearer x"}
 	r.Trailer["Cookie"] = []string{"authgate_session=x"}
 	body, err := io.ReadAll(r.Body)

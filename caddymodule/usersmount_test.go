@@ -76,7 +76,7 @@ func TestUsersAPICaddyfile(t *testing.T) {
 // the app's, gated.
 func TestUsersAPIMount(t *testing.T) {
 	e := newEnv(t, options{usersAPI: "/api", site: "account_api /api/user"})
-	sessions := func() int { return len(e.rdb.Keys(t.Context(), e.prefix+":*:session:*").Val()) }
+	sessions := func() int { return e.sessionCount() }
 
 	r := e.do(nil, "GET", "/api/users/settings/registrationstatus", nil)
 	if e.expect(r, 200, true, ""); r.message() != true {
@@ -144,7 +144,7 @@ func TestUsersAPILoginBadBytes(t *testing.T) {
 			t.Fatalf("%s: counted users %v, ip %q", path, users, ip)
 		}
 	}
-	if e.accountRows() != before || len(e.rdb.Keys(t.Context(), e.prefix+":*:session:*").Val()) != 0 {
+	if e.accountRows() != before || e.sessionCount() != 0 {
 		t.Fatal("bad bytes changed an account or started a session")
 	}
 }
@@ -155,7 +155,7 @@ func TestUsersAPILoginBadBytes(t *testing.T) {
 func TestLoginPathNegotiation(t *testing.T) {
 	e := newEnv(t, options{})
 	e.register("nia", "nia-password", "nia@example.com")
-	sessions := func() int { return len(e.rdb.Keys(t.Context(), e.prefix+":*:session:*").Val()) }
+	sessions := func() int { return e.sessionCount() }
 	const form = "application/x-www-form-urlencoded"
 	const browser = "text/html,application/xhtml+xml,*/*;q=0.8"
 	creds := formBody("username", "nia", "password", "nia-password")

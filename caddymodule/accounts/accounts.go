@@ -35,7 +35,8 @@ type User struct {
 	Email        string
 	PasswordHash string
 	CreatedAt    time.Time
-	// UpdatedAt is when the password last changed (or the account was made).
+	// UpdatedAt is when the password or the email address last changed (or
+	// the account was made).
 	UpdatedAt time.Time
 }
 

@@ -72,6 +72,9 @@ type Service struct {
 	mailFrom         string
 	registration     bool
 	passwordMinScore int
+	factors          Factors
+	tickets          Tickets
+	mfa              string
 	metrics          Metrics
 	logger           *zap.Logger
 	emit             func(name string, data map[string]any) // nil: none
@@ -96,19 +99,23 @@ type Attempt struct {
 // password without giving the current one.
 const ReauthWindow = 5 * time.Minute
 
-// Login checks the credentials and starts a new session.
+// Login checks the credentials and starts a new session. A user with a
+// second factor gets none: ErrSecondFactorRequired (see LoginWith).
 func (s *Service) Login(ctx context.Context, at Attempt, pw string) (accounts.User, string, sessions.Session, error) {
-	u, err := s.Verify(ctx, at, pw)
-	if err != nil {
-		return accounts.User{}, "", sessions.Session{}, err
-	}
-	token, sess, err := s.StartSession(ctx, u, at, "pwd")
+	return s.LoginWith(ctx, at, pw, Proof{})
+}
+
+// startLogin starts the session of a login whose every factor is proven,
+// and counts and records it.
+func (s *Service) startLogin(ctx context.Context, u accounts.User, at Attempt, amr []string) (accounts.User, string, sessions.Session, error) {
+	token, sess, err := s.StartSession(ctx, u, at, amr...)
 	if err != nil {
 		s.metrics.Login(resultOf(err))
 		return accounts.User{}, "", sessions.Session{}, err
 	}
 	s.metrics.Login("success")
-	s.audit("login_succeeded", u.Username, at.IP, zap.Int64("user_id", u.ID), zap.String("session", sessions.FormatID(sess.ID)))
+	s.audit("login_succeeded", u.Username, at.IP, zap.Int64("user_id", u.ID), zap.String("session", sessions.FormatID(sess.ID)),
+		zap.String("amr", AMRText(sess.AMR)))
 	return u, token, sess, nil
 }
 
@@ -791,6 +798,8 @@ func resultOf(err error) string {
 		return "unknown_user"
 	case errors.Is(err, ErrBadBytes):
 		return "invalid_input"
+	case errors.Is(err, ErrInvalidSecondFactor):
+		return "invalid_second_factor"
 	default:
 		return "error"
 	}

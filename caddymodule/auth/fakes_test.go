@@ -154,6 +154,21 @@ func (f *fakeAccounts) SetPassword(_ context.Context, id int64, hash string) err
 	return nil
 }
 
+func (f *fakeAccounts) SetEmail(_ context.Context, id int64, email string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call(); err != nil {
+		return err
+	}
+	u, ok := f.users[id]
+	if !ok {
+		return accounts.ErrNotFound
+	}
+	u.Email, u.UpdatedAt = email, f.clock.now()
+	f.users[id] = u
+	return nil
+}
+
 func (f *fakeAccounts) get(id int64) accounts.User {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -241,6 +256,36 @@ func (f *fakeSessions) List(_ context.Context, userhash string) ([]sessions.Sess
 		}
 	}
 	return out, nil
+}
+
+func (f *fakeSessions) End(_ context.Context, userhash, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	for token, sess := range f.live {
+		if sess.Userhash == userhash && sess.ID == id {
+			delete(f.live, token)
+			return nil
+		}
+	}
+	return sessions.ErrNotFound
+}
+
+func (f *fakeSessions) SetEmail(_ context.Context, userhash, email string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	for token, sess := range f.live {
+		if sess.Userhash == userhash {
+			sess.Email = email
+			f.live[token] = sess
+		}
+	}
+	return nil
 }
 
 // of returns the ids of the user's live sessions.
@@ -569,6 +614,9 @@ func (m *fakeMetrics) Login(result string)   { m.add("login/" + result) }
 func (m *fakeMetrics) Throttled(kind string) { m.add("throttled/" + kind) }
 func (m *fakeMetrics) Mail(result string)    { m.add("mail/" + result) }
 func (m *fakeMetrics) StoreError(s string)   { m.add("store_error/" + s) }
+func (m *fakeMetrics) MFA(factor, result string) {
+	m.add("mfa/" + factor + "/" + result)
+}
 
 func (m *fakeMetrics) snapshot() map[string]int {
 	m.mu.Lock()
@@ -595,6 +643,8 @@ type rig struct {
 	throttle *fakeThrottle
 	hasher   *fakeHasher
 	mailer   *fakeMailer
+	factors  *fakeFactors
+	tickets  *fakeTickets
 	metrics  *fakeMetrics
 	logs     *observer.ObservedLogs
 
@@ -616,6 +666,8 @@ func newRig(t *testing.T, change ...func(*Config)) *rig {
 		throttle: &fakeThrottle{max: 3, counts: map[string]int{}},
 		hasher:   &fakeHasher{},
 		mailer:   &fakeMailer{},
+		factors:  newFakeFactors(),
+		tickets:  &fakeTickets{live: map[string]*fakeTicket{}},
 		metrics:  &fakeMetrics{counts: map[string]int{}},
 		logs:     logs,
 	}
@@ -623,6 +675,7 @@ func newRig(t *testing.T, change ...func(*Config)) *rig {
 		Accounts: r.accounts, Sessions: r.sessions, Codes: r.codes, Throttle: r.throttle,
 		Devices: fakeDevices{}, Hasher: r.hasher, Mailer: r.mailer, MailFrom: "gate@example.com",
 		Registration: true, PasswordMinScore: 2,
+		Factors: r.factors, Tickets: r.tickets,
 		Metrics: r.metrics, Logger: zap.New(core), Now: clock.now,
 		Emit: func(name string, data map[string]any) {
 			r.mu.Lock()

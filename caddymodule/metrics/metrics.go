@@ -22,6 +22,7 @@ type Metrics struct {
 	hashSeconds prometheus.Histogram
 	storeErrors *prometheus.CounterVec
 	conflicts   *prometheus.GaugeVec
+	mfa         *prometheus.CounterVec
 }
 
 // New makes the collectors and registers them in reg. Caddy gives every
@@ -32,9 +33,10 @@ func New(reg prometheus.Registerer, hashMemory func() int64) (*Metrics, error) {
 	const ns = "authgate"
 	m := &Metrics{
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "logins_total",
-			Help: "Login attempts by result (success, invalid_password, unknown_user, invalid_input, throttled, error)."}, []string{"result"}),
+			Help: "Login attempts by result (success, invalid_password, unknown_user, invalid_input, throttled, error, " +
+				"second_factor_required, invalid_second_factor, enrolment_required)."}, []string{"result"}),
 		gate: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "gate_decisions_total",
-			Help: "Gate decisions by outcome (allowed, redirected, denied, public, unavailable)."}, []string{"decision"}),
+			Help: "Gate decisions by outcome (allowed, redirected, denied, public, unavailable, enrolment: a session without the second factor that mfa required asks for)."}, []string{"decision"}),
 		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "throttled_total",
 			Help: "Attempts refused because of too many failures, by kind (login, otp, reset)."}, []string{"kind"}),
 		mails: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "mails_total",
@@ -47,15 +49,18 @@ func New(reg prometheus.Registerer, hashMemory func() int64) (*Metrics, error) {
 		conflicts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "username_conflicts",
 			Help: "Accounts without a canonical username, as found at start: taken (an older account holds it; they log in by their exact name) or refused (they cannot log in until renamed)."},
 			[]string{"reason"}),
+		mfa: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "mfa_total",
+			Help: "Second factors by factor (totp, recovery, …) and result: a code's check (success, invalid, throttled, error), or a change (enrolled, removed)."},
+			[]string{"factor", "result"}),
 	}
 	m.decisions = map[string]prometheus.Counter{}
-	for _, d := range []string{"allowed", "redirected", "denied", "public", "unavailable"} {
+	for _, d := range []string{"allowed", "redirected", "denied", "public", "unavailable", "enrolment"} {
 		m.decisions[d] = m.gate.WithLabelValues(d)
 	}
 	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "password_hash_memory_bytes",
 		Help: "Working memory the password hashing workers keep between hashes (one hash's per recently busy worker, none after 30 s without any)."},
 		func() float64 { return float64(hashMemory()) })
-	for _, c := range []prometheus.Collector{m.logins, m.gate, m.throttled, m.mails, m.hashSeconds, m.storeErrors, m.conflicts, held} {
+	for _, c := range []prometheus.Collector{m.logins, m.gate, m.throttled, m.mails, m.hashSeconds, m.storeErrors, m.conflicts, m.mfa, held} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering metrics: %w", err)
 		}
@@ -115,5 +120,12 @@ func (m *Metrics) StoreError(store string) {
 func (m *Metrics) UsernameConflicts(reason string, n int) {
 	if m != nil {
 		m.conflicts.WithLabelValues(reason).Set(float64(n))
+	}
+}
+
+// MFA counts a second factor's check or change, by factor and result.
+func (m *Metrics) MFA(factor, result string) {
+	if m != nil {
+		m.mfa.WithLabelValues(factor, result).Inc()
 	}
 }

@@ -1,7 +1,11 @@
-// Package pages serves the browser pages under {prefix}: login, register,
-// reset and logout. They are plain server-rendered HTML from embedded
+// Package pages serves the browser pages under {prefix}: login (with its
+// second-factor step), register, reset, logout, the signed-in user's
+// account page and the second factors' pages under account/. They are
+// plain server-rendered HTML from embedded
 // templates, with one inline stylesheet and no JavaScript, so they work in
-// any browser and leak nothing to third parties.
+// any browser and leak nothing to third parties. Passkeys alone need a
+// script, since only one can call the browser's WebAuthn API: passkeys.js,
+// embedded and served from {prefix} like the pages.
 package pages
 
 import (
@@ -16,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/authgate/authgate/caddymodule/auth"
+	"github.com/authgate/authgate/caddymodule/passkeys"
 	"github.com/authgate/authgate/caddymodule/web"
 )
 
@@ -24,7 +29,7 @@ var files embed.FS
 
 var templates = func() map[string]*template.Template {
 	out := map[string]*template.Template{}
-	for _, name := range []string{"login", "register", "reset", "logout", "message"} {
+	for _, name := range []string{"login", "register", "reset", "logout", "message", "account", "passkeys"} {
 		out[name] = template.Must(template.ParseFS(files, "templates/layout.html", "templates/"+name+".html"))
 	}
 	return out
@@ -38,6 +43,10 @@ type Pages struct {
 	// Title is the product name line shown above every form.
 	Title  string
 	Logger *zap.Logger
+	// Passkeys runs the passkey ceremonies (nil: none), for the site as
+	// the relying party RP (see passkeys.go).
+	Passkeys *passkeys.Service
+	RP       *passkeys.RP
 }
 
 // view is what a template sees.
@@ -47,11 +56,25 @@ type view struct {
 	RegistrationOpen                      bool
 	Step, Userhash, Reqid, Token          string
 	Done                                  bool
+	MFA                                   *mfaView // the second factor's pages
+	// Account is the account page's own (see account.go).
+	Account *accountView
+	// Script puts the pages' one script (passkeys.js) on the page, which
+	// render allows to run by a nonce of its own (Nonce).
+	Script bool
+	Nonce  string
+	// PasskeySignIn offers "Sign in with a passkey" on the login page.
+	PasskeySignIn bool
+	// Passkeys is the passkeys page's own (see passkeys.go).
+	Passkeys *passkeysView
 }
 
 // Serve answers the page name (the path after the prefix) and reports
 // whether there is such a page.
 func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool {
+	if p.servePasskeyAPI(w, r, strings.Trim(name, "/")) {
+		return true
+	}
 	var serve func(http.ResponseWriter, *http.Request)
 	switch strings.Trim(name, "/") {
 	case "login", "":
@@ -62,6 +85,14 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 		serve = p.reset
 	case "logout":
 		serve = p.logout
+	case "account":
+		serve = p.account
+	case "account/passkeys":
+		serve = p.passkeys
+	case "account/totp":
+		serve = p.totp
+	case "account/recovery":
+		serve = p.recovery
 	default:
 		return false
 	}
@@ -105,8 +136,14 @@ func (p *Pages) Serve(w http.ResponseWriter, r *http.Request, name string) bool 
 
 func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 	v := view{Heading: "Log in", Redirect: SafeRedirect(r.FormValue("redirect")), RegistrationOpen: p.Service.RegistrationOpen()}
+	v.PasskeySignIn = p.passkeysOn()
+	v.Script = v.PasskeySignIn
 	if r.Method != http.MethodPost {
 		p.render(w, http.StatusOK, "login", v)
+		return
+	}
+	if ticket := r.PostFormValue("ticket"); ticket != "" {
+		p.secondStep(w, r, v, ticket)
 		return
 	}
 	v.Username = r.PostFormValue("username")
@@ -116,7 +153,12 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 		p.render(w, http.StatusBadRequest, "login", v)
 		return
 	}
-	u, token, sess, err := p.Service.Login(r.Context(), p.Cookie.Attempt(r, username), password)
+	u, token, sess, err := p.Service.BeginLogin(r.Context(), p.Cookie.Attempt(r, username), password)
+	var step *auth.SecondFactorStep
+	if errors.As(err, &step) {
+		p.askSecondFactor(w, http.StatusOK, v, step.Ticket, step.Kinds)
+		return
+	}
 	if err != nil {
 		status := http.StatusUnauthorized
 		v.Error = "Wrong username or password."
@@ -127,7 +169,7 @@ func (p *Pages) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Cookie.LoggedIn(w, r, p.Service, u, token, sess)
-	http.Redirect(w, r, v.Redirect, http.StatusSeeOther)
+	http.Redirect(w, r, p.afterLogin(v.Redirect, sess), http.StatusSeeOther)
 }
 
 func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
@@ -163,7 +205,7 @@ func (p *Pages) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.Cookie.LoggedIn(w, r, p.Service, u, token, sess)
-	http.Redirect(w, r, v.Redirect, http.StatusSeeOther)
+	http.Redirect(w, r, p.afterLogin(v.Redirect, sess), http.StatusSeeOther)
 }
 
 func (p *Pages) reset(w http.ResponseWriter, r *http.Request) {
@@ -288,6 +330,19 @@ var sharedWords = map[int]string{
 
 func (p *Pages) render(w http.ResponseWriter, status int, name string, v view) {
 	v.Title, v.Prefix = p.Title, p.Prefix
+	csp := "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+	if v.Script {
+		// Only the script tag carrying this response's nonce runs: not
+		// whatever else the site serves from its origin. It talks to
+		// this origin only.
+		var err error
+		if v.Nonce, err = passkeys.NewTicket(); err != nil {
+			p.Logger.Error("making a script nonce", zap.Error(err))
+			http.Error(w, "internal error", http.StatusInternalServerError)
+			return
+		}
+		csp += "; script-src 'nonce-" + v.Nonce + "'; connect-src 'self'"
+	}
 	var buf bytes.Buffer
 	if err := templates[name].ExecuteTemplate(&buf, "layout", v); err != nil {
 		p.Logger.Error("rendering page", zap.String("page", name), zap.Error(err))
@@ -300,7 +355,7 @@ func (p *Pages) render(w http.ResponseWriter, status int, name string, v view) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("Referrer-Policy", "same-origin")
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	h.Set("Content-Security-Policy", csp)
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }

@@ -42,13 +42,21 @@ const (
 	msgUserNotFound    = "User not found"
 	msgLoggedOut       = "Logged out"
 	msgWeak            = "Password must be 8 to 1024 characters, not the username and not a common password"
+	// A user with a second factor logs in with it: {"totp": "123456"} or
+	// {"recovery_code": "…"} in the body. A wrong code gets the same
+	// answer (SPEC: "else Second factor required").
+	msgSecondFactor = "Second factor required"
+	// Under mfa required, a user without a second factor cannot log in
+	// here: one is enrolled on the account page first.
+	msgEnrolment = "Second factor enrolment required"
 )
 
 // Service is what the dialect asks of the account service, *auth.Service:
 // an interface, so that the dialect's answer to every outcome of the
 // service can be tested on its own.
 type Service interface {
-	Login(ctx context.Context, at auth.Attempt, password string) (accounts.User, string, sessions.Session, error)
+	LoginWith(ctx context.Context, at auth.Attempt, password string, proof auth.Proof) (accounts.User, string, sessions.Session, error)
+	PasswordEnough(ctx context.Context, u accounts.User) (bool, error)
 	Verify(ctx context.Context, at auth.Attempt, password string) (accounts.User, error)
 	RefuseLogin(ctx context.Context, at auth.Attempt) error
 	Register(ctx context.Context, username, password, email, ip string) (accounts.User, error)
@@ -142,12 +150,24 @@ func (a *API) login(w http.ResponseWriter, r *http.Request) {
 			reply(w, http.StatusOK, false, msgBadCredentials)
 			return
 		}
-		u, token, sess, err := a.Service.Login(r.Context(), a.Cookie.Attempt(r, username), password)
+		// The body may hold the second factor. One that does not parse
+		// holds none; bad bytes count as a failed login like any other.
+		p, err := web.ReadParams(w, r)
+		if errors.Is(err, auth.ErrBadBytes) {
+			a.fail(w, r, a.Service.RefuseLogin(r.Context(), a.Cookie.Attempt(r, username)))
+			return
+		}
+		proof := auth.Proof{TOTP: p.String("totp"), RecoveryCode: p.String("recovery_code")}
+		u, token, sess, err := a.Service.LoginWith(r.Context(), a.Cookie.Attempt(r, username), password, proof)
 		switch {
 		case errors.Is(err, auth.ErrBadBytes):
 			a.fail(w, r, err)
 		case errors.Is(err, auth.ErrInvalidPassword), errors.Is(err, auth.ErrUnknownUser), errors.Is(err, auth.ErrInvalidInput):
 			reply(w, http.StatusOK, false, msgBadCredentials)
+		case errors.Is(err, auth.ErrSecondFactorRequired), errors.Is(err, auth.ErrInvalidSecondFactor):
+			reply(w, http.StatusOK, false, msgSecondFactor)
+		case errors.Is(err, auth.ErrEnrolmentRequired):
+			reply(w, http.StatusOK, false, msgEnrolment)
 		case err != nil:
 			a.fail(w, r, err)
 		default:
@@ -365,7 +385,18 @@ func (a *API) resetLink(token string) string {
 	return link
 }
 
+// startSession logs u in after a registration or password change that
+// asked for autologin. A user whose login needs a second factor (or, under
+// mfa required, its enrolment) is not: the change stands, and the client
+// logs in as any other, with the code. It returns false when it has
+// answered with a failure.
 func (a *API) startSession(w http.ResponseWriter, r *http.Request, u accounts.User) bool {
+	if enough, err := a.Service.PasswordEnough(r.Context(), u); err != nil {
+		a.fail(w, r, err)
+		return false
+	} else if !enough {
+		return true
+	}
 	token, sess, err := a.Service.StartSession(r.Context(), u, a.Cookie.Attempt(r, u.Username))
 	if errors.Is(err, auth.ErrUnknownUser) { // a name refused since it was made
 		reply(w, http.StatusOK, false, msgUnauthorized)

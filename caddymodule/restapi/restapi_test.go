@@ -28,7 +28,10 @@ import (
 type fakeService struct {
 	errs  map[string]error
 	calls []string
-	link  string // the link MailResetLink would mail
+	link  string     // the link MailResetLink would mail
+	proof auth.Proof // of the last login
+	// secondFactor makes PasswordEnough say no.
+	secondFactor bool
 }
 
 var (
@@ -42,11 +45,16 @@ func (f *fakeService) call(method string) error {
 	return f.errs[method]
 }
 
-func (f *fakeService) Login(context.Context, auth.Attempt, string) (accounts.User, string, sessions.Session, error) {
+func (f *fakeService) LoginWith(_ context.Context, _ auth.Attempt, _ string, proof auth.Proof) (accounts.User, string, sessions.Session, error) {
+	f.proof = proof
 	if err := f.call("Login"); err != nil {
 		return accounts.User{}, "", sessions.Session{}, err
 	}
 	return ann, annToken, annSess, nil
+}
+
+func (f *fakeService) PasswordEnough(context.Context, accounts.User) (bool, error) {
+	return !f.secondFactor, f.call("PasswordEnough")
 }
 
 func (f *fakeService) Verify(context.Context, auth.Attempt, string) (accounts.User, error) {
@@ -223,6 +231,11 @@ func TestErrorMapping(t *testing.T) {
 	rows := []row{
 		{"login: wrong password", login, auth.ErrInvalidPassword, answer{200, badCredentials}},
 		{"login: unknown user", login, auth.ErrUnknownUser, answer{200, badCredentials}},
+		{"login: a second factor needed", login, auth.ErrSecondFactorRequired, answer{200, "Second factor required"}},
+		{"login: a wrong code", login, auth.ErrInvalidSecondFactor, answer{200, "Second factor required"}},
+		{"login: a second factor to enrol first", login, auth.ErrEnrolmentRequired, answer{200, "Second factor enrolment required"}},
+		{"register, logged in: the second-factor store down", call{name: "x", method: "PUT", path: "/account/ann",
+			body: `{"password":"pw","email":"ann@example.com","autologin":true}`, fails: "PasswordEnough"}, errDown, answer{503, "Service unavailable, try again later"}},
 		{"login by the session: none", whoami, sessions.ErrNotFound, answer{200, badCredentials}},
 		{"register: exists", register, auth.ErrExists, answer{200, "User already exists"}},
 		{"register: closed", register, auth.ErrRegistrationClosed, answer{200, "Registration is closed"}},
@@ -317,6 +330,52 @@ func TestRefused(t *testing.T) {
 			}
 			if len(f.calls) != 0 {
 				t.Fatalf("the service was asked: %v", f.calls)
+			}
+		})
+	}
+}
+
+// The second factor reaches the service from the body of a Basic login.
+func TestLoginPassesTheSecondFactor(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, body string
+		want       auth.Proof
+	}{
+		{"no body", "", auth.Proof{}},
+		{"totp", `{"totp":"123456"}`, auth.Proof{TOTP: "123456"}},
+		{"recovery code", `{"recovery_code":"7mq2k-9xh4d"}`, auth.Proof{RecoveryCode: "7mq2k-9xh4d"}},
+		{"a body that does not parse holds none", `{"totp":`, auth.Proof{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeService{}
+			c := login
+			c.body = tc.body
+			if status, rep, w := serve(t, f, c); status != 200 || rep.Success != true {
+				t.Fatalf("got %d %s", status, w.Body)
+			}
+			if f.proof != tc.want {
+				t.Fatalf("the service got %+v, want %+v", f.proof, tc.want)
+			}
+		})
+	}
+}
+
+// An autologin does not skip a second factor: the change stands, without a
+// session.
+func TestAutologinWithSecondFactor(t *testing.T) {
+	t.Parallel()
+	for _, c := range []call{
+		autologin,
+		{name: "password by token, logged in", method: "PUT", path: "/password", body: `{"password":"pw","token":"t","autologin":true}`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeService{secondFactor: true}
+			status, rep, w := serve(t, f, c)
+			if status/100 != 2 || rep.Success != true || w.Header().Get("Set-Cookie") != "" || slices.Contains(f.calls, "StartSession") {
+				t.Fatalf("got %d %s, cookie %q, calls %v", status, w.Body, w.Header().Get("Set-Cookie"), f.calls)
 			}
 		})
 	}

@@ -95,7 +95,7 @@ type Session struct {
 	IP     string `json:"ip,omitempty"`
 	Device string `json:"d,omitempty"`
 	// AMR names how the login was made, in RFC 8176's words ("pwd", "otp",
-	// "hwk" for a passkey, ...); the gate passes it upstream.
+	// "webauthn" for a passkey, see amrNames); the gate passes it upstream.
 	AMR []string `json:"amr,omitempty"`
 	// ID is the hash of the token: it names the session without being it.
 	ID string `json:"-"`
@@ -224,10 +224,13 @@ const (
 )
 
 // amrNames are the authentication methods a record can say, RFC 8176's
-// registry with the likely ones first, so that they fit in one byte. Stored
-// records depend on this order: append, never reorder.
+// registry with the likely ones first, so that they fit in one byte, then
+// the two of authgate's own that RFC 8176 has no word for: "webauthn" (a
+// passkey) and "recovery" (a recovery code). Stored records depend on this
+// order: append, never reorder.
 var amrNames = []string{"pwd", "otp", "hwk", "swk", "mfa", "user", "pin",
-	"face", "fpt", "geo", "iris", "kba", "mca", "rba", "retina", "sc", "sms", "tel", "vbm", "wia"}
+	"face", "fpt", "geo", "iris", "kba", "mca", "rba", "retina", "sc", "sms", "tel", "vbm", "wia",
+	"webauthn", "recovery"}
 
 func encodeRecord(sess Session) ([]byte, error) {
 	var amr uint64

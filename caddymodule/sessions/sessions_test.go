@@ -247,7 +247,7 @@ func testBadRecords(t *testing.T, tp testenv.Topology) {
 		{"another format", "\x07alice", "\x21" + string(good[1:]), true},
 		{"an unknown address kind", "\x07alice", "\x13" + string(good[1:]), false},
 		{"an address cut short", "\x07alice", string(good[:len(good)-1]), false},
-		{"unknown method bits", "\x07alice", head + "\x80\x80\x80\x01" + string(good[recordHead+1:]), false},
+		{"unknown method bits", "\x07alice", head + "\x80\x80\x80\x80\x01" + string(good[recordHead+1:]), false},
 		{"a method varint that never ends", "\x07alice", head + "\xff", false},
 		{"no user", "", string(good), false},
 		{"a user without a name", "\x07", string(good), false},

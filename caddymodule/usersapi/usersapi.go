@@ -38,6 +38,12 @@ const (
 	ServiceUnavailable = "SERVICE_UNAVAILABLE"
 	InternalError      = "INTERNAL_ERROR"
 	PleaseLogin        = "PLEASE_LOGIN"
+	// MFARequired: the password was right, and the user has a second
+	// factor: send it as totp or recovery_code with the same login.
+	MFARequired = "MFA_REQUIRED"
+	// MFAEnrolmentRequired: under mfa required, the user has no second
+	// factor yet; one is enrolled on the account page.
+	MFAEnrolmentRequired = "MFA_ENROLMENT_REQUIRED"
 	// CrossSite refuses a browser's request sent from another site: bodies
 	// are read as JSON whatever their type, so a text/plain form on any
 	// site could otherwise post here (login CSRF).
@@ -48,7 +54,7 @@ const (
 // an interface, so that the dialect's answer to every outcome of the
 // service can be tested on its own.
 type Service interface {
-	Login(ctx context.Context, at auth.Attempt, password string) (accounts.User, string, sessions.Session, error)
+	LoginWith(ctx context.Context, at auth.Attempt, password string, proof auth.Proof) (accounts.User, string, sessions.Session, error)
 	RefuseLogin(ctx context.Context, at auth.Attempt) error
 	Register(ctx context.Context, username, password, email, ip string) (accounts.User, error)
 	RequestOTP(ctx context.Context, name, ip string) (accounts.User, string, error)
@@ -133,12 +139,19 @@ func (a *API) login(w http.ResponseWriter, r *http.Request, p web.Params) {
 		Fail(w, http.StatusBadRequest, InvalidInput)
 		return
 	}
-	u, token, sess, err := a.Service.Login(r.Context(), a.Cookie.Attempt(r, username), pw)
+	proof := auth.Proof{TOTP: p.String("totp"), RecoveryCode: p.String("recovery_code")}
+	u, token, sess, err := a.Service.LoginWith(r.Context(), a.Cookie.Attempt(r, username), pw, proof)
 	switch {
 	case errors.Is(err, auth.ErrInvalidPassword):
 		Fail(w, http.StatusUnauthorized, "INVALID_PASSWORD")
 	case errors.Is(err, auth.ErrUnknownUser):
 		Fail(w, http.StatusUnauthorized, "REGISTER_FOR_A_PASSWORD")
+	case errors.Is(err, auth.ErrSecondFactorRequired):
+		Fail(w, http.StatusUnauthorized, MFARequired)
+	case errors.Is(err, auth.ErrInvalidSecondFactor):
+		Fail(w, http.StatusUnauthorized, "ERROR_INVALID_OTP")
+	case errors.Is(err, auth.ErrEnrolmentRequired):
+		Fail(w, http.StatusForbidden, MFAEnrolmentRequired)
 	case err != nil:
 		a.fail(w, r, err)
 	default:

@@ -26,6 +26,7 @@ import (
 type fakeService struct {
 	errs  map[string]error
 	calls []string
+	proof auth.Proof // of the last login
 }
 
 var (
@@ -38,7 +39,8 @@ func (f *fakeService) call(method string) error {
 	return f.errs[method]
 }
 
-func (f *fakeService) Login(_ context.Context, _ auth.Attempt, _ string) (accounts.User, string, sessions.Session, error) {
+func (f *fakeService) LoginWith(_ context.Context, _ auth.Attempt, _ string, proof auth.Proof) (accounts.User, string, sessions.Session, error) {
+	f.proof = proof
 	if err := f.call("Login"); err != nil {
 		return accounts.User{}, "", sessions.Session{}, err
 	}
@@ -175,6 +177,9 @@ func TestErrorMapping(t *testing.T) {
 	rows := []row{
 		{"login: wrong password", login, auth.ErrInvalidPassword, 401, "INVALID_PASSWORD"},
 		{"login: unknown user", login, auth.ErrUnknownUser, 401, "REGISTER_FOR_A_PASSWORD"},
+		{"login: a second factor needed", login, auth.ErrSecondFactorRequired, 401, MFARequired},
+		{"login: a wrong code", login, auth.ErrInvalidSecondFactor, 401, "ERROR_INVALID_OTP"},
+		{"login: a second factor to enrol first", login, auth.ErrEnrolmentRequired, 403, MFAEnrolmentRequired},
 		{"register: exists", register, auth.ErrExists, 200, "ERROR_LOGIN_WITH_PASSWORD"},
 		{"register: closed", register, auth.ErrRegistrationClosed, 401, "CANT_CREATE_USER"},
 		{"requestotp: no email", otp, auth.ErrNoEmail, 200, "ERROR_NO_EMAIL_SET"},
@@ -203,6 +208,33 @@ func TestErrorMapping(t *testing.T) {
 			}
 			if strings.Contains(w.Body.String(), errOther.Error()) || strings.Contains(w.Body.String(), "connection refused") {
 				t.Fatalf("the error's details reached the client: %s", w.Body)
+			}
+		})
+	}
+}
+
+// The codes of the second factor reach the service as sent, in JSON and in
+// forms.
+func TestLoginPassesTheSecondFactor(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, body string
+		want       auth.Proof
+	}{
+		{"none", `{"username":"ann","password":"pw"}`, auth.Proof{}},
+		{"totp", `{"username":"ann","password":"pw","totp":"123456"}`, auth.Proof{TOTP: "123456"}},
+		{"totp as a JSON number", `{"username":"ann","password":"pw","totp":123456}`, auth.Proof{TOTP: "123456"}},
+		{"recovery code", `{"username":"ann","password":"pw","recovery_code":"7mq2k-9xh4d"}`, auth.Proof{RecoveryCode: "7mq2k-9xh4d"}},
+		{"form", "username=ann&password=pw&totp=654321", auth.Proof{TOTP: "654321"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := &fakeService{}
+			if status, _, _ := serve(t, f, call{method: "POST", path: "login", body: tc.body}); status != 200 {
+				t.Fatalf("status %d", status)
+			}
+			if f.proof != tc.want {
+				t.Fatalf("the service got %+v, want %+v", f.proof, tc.want)
 			}
 		})
 	}

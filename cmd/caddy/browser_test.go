@@ -67,18 +67,37 @@ func newBrowser(t *testing.T) *browser {
 		cancel()
 		cancelAlloc()
 	})
+	return startTab(t, ctx, "Chromium")
+}
 
-	// The first run starts the browser and binds it to ctx, so it must not
+// otherDevice returns a second browser in b's Chromium with a browser
+// context of its own (cookies, storage), as another device of the same
+// person would be.
+func (b *browser) otherDevice() *browser {
+	b.t.Helper()
+	ctx, cancel := chromedp.NewContext(b.ctx, chromedp.WithNewBrowserContext())
+	b.t.Cleanup(func() { // before b's own: cleanups run last first
+		_ = chromedp.Cancel(ctx)
+		cancel()
+	})
+	return startTab(b.t, ctx, "a second browser context")
+}
+
+// startTab runs ctx's first action, which makes its tab (and, the first
+// time, starts the browser), and sets the desktop viewport.
+func startTab(t *testing.T, ctx context.Context, what string) *browser {
+	t.Helper()
+	// The first run binds the tab (and the browser) to ctx, so it must not
 	// carry a deadline: bound it from the outside instead.
 	started := make(chan error, 1)
 	go func() { started <- chromedp.Do(ctx) }()
 	select {
 	case err := <-started:
 		if err != nil {
-			t.Fatalf("starting Chromium: %v", err)
+			t.Fatalf("starting %s: %v", what, err)
 		}
 	case <-time.After(testenv.Patience):
-		t.Fatalf("Chromium did not start within %s", testenv.Patience)
+		t.Fatalf("%s did not start within %s", what, testenv.Patience)
 	}
 	b := &browser{t: t, ctx: ctx}
 	b.do("setting the desktop viewport", desktop.emulate())

@@ -337,3 +337,68 @@ func TestBrowserForeignPost(t *testing.T) {
 	wantUpstream(t, b, "/", "erin", "")
 	wantSession(t, g, b)
 }
+
+// 6. The account page, reached from the app: two browsers signed in as one
+// user; from one, the other's session is ended, and the other's next
+// navigation lands on the login page.
+func TestBrowserAccountEndsAnotherSession(t *testing.T) {
+	const password = "frank's password"
+	g := startGate(t)
+	g.register("frank", password, "frank@example.com")
+	b := newBrowser(t)
+	other := b.otherDevice()
+	for _, br := range []*browser{other, b} {
+		br.open(g.base + "/hello")
+		wantLoginPage(t, br, "/hello")
+		br.fill("#username", "frank")
+		br.fill("#password", password)
+		br.click(submit)
+		wantUpstream(t, br, "/hello", "frank", "frank@example.com")
+	}
+	mine, theirs := wantSession(t, g, b), wantSession(t, g, other)
+	if mine == theirs {
+		t.Fatal("the two browsers share one session")
+	}
+
+	if status := b.click(`a[href="/auth/account"]`); status != 200 {
+		t.Errorf("the account page answered %d", status)
+	}
+	wantAt(t, b, "/auth/account")
+	readable(t, b.pageText(), "Your account", "Signed in as frank", "Sessions", "This session", "Chrome on Linux",
+		"127.0.0.1", "Started", "Last seen", "just now", "End this session", "End all other sessions",
+		"Current password", "New password", "Change password", "Email address", "Change email address",
+		"Second factors", "Authenticator app", "Recovery codes", "Passkeys", "Log out")
+	if n := run(b, "counting the sessions", chromedp.Evaluate[int](`document.querySelectorAll("li.session").length`)); n != 2 {
+		t.Fatalf("the page lists %d sessions, want 2:\n%s", n, b.pageText())
+	}
+	if got := b.text("li.session.current h3"); !strings.Contains(got, "This session") {
+		t.Errorf("the first session is %q, not marked as this one", got)
+	}
+	// Nothing on the page is wider than a phone's screen.
+	b.do("setting the phone viewport", phone.emulate())
+	if wide := run(b, "measuring the page", chromedp.Evaluate[int](`document.documentElement.scrollWidth`)); wide > int(phone.width) {
+		t.Errorf("at %d px the page is %d px wide: it scrolls sideways", phone.width, wide)
+	}
+	b.shot("11-account")
+
+	if status := b.click("li.session:not(.current) button"); status != 200 {
+		t.Errorf("ending the other session answered %d", status)
+	}
+	wantAt(t, b, "/auth/account?done=ended")
+	readable(t, b.pageText(), "The session was ended.")
+	if n := run(b, "counting the sessions", chromedp.Evaluate[int](`document.querySelectorAll("li.session").length`)); n != 1 {
+		t.Errorf("the page lists %d sessions after ending one, want 1", n)
+	}
+	b.shot("12-account-session-ended")
+	if g.sessionExists(theirs) {
+		t.Errorf("the ended session is still in Redis (key %s)", g.sessionKey(theirs))
+	}
+	if !g.sessionExists(mine) {
+		t.Errorf("ending the other session ended this one")
+	}
+
+	other.open(g.base + "/hello")
+	wantLoginPage(t, other, "/hello")
+	b.open(g.base + "/hello")
+	wantUpstream(t, b, "/hello", "frank", "frank@example.com")
+}

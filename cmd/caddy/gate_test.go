@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -163,6 +164,7 @@ type gateSetup struct {
 	global   string       // more lines of the authgate global option
 	redis    *testenv.Topology
 	besides  *gate
+	host     string // the site's host name; default: 127.0.0.1
 }
 
 // withUpstream puts h behind the gate instead of the demo app.
@@ -198,11 +200,18 @@ func withUsersAPI(path string) gateOption {
 	return func(s *gateSetup) { s.usersAPI = path }
 }
 
+// withHost names the site host (still served on 127.0.0.1): a site with a
+// host name, such as passkeys need; localhost also counts as a secure
+// context to browsers over plain HTTP.
+func withHost(host string) gateOption {
+	return func(s *gateSetup) { s.host = host }
+}
+
 // startGate starts the binary with a Caddyfile of its own, waits until it
 // answers, and stops it when the test ends.
 func startGate(t *testing.T, opts ...gateOption) *gate {
 	t.Helper()
-	setup := gateSetup{upstream: demo.Handler(), site: "public /healthz"}
+	setup := gateSetup{upstream: demo.Handler(), site: "public /healthz", host: "127.0.0.1"}
 	for _, o := range opts {
 		o(&setup)
 	}
@@ -229,7 +238,7 @@ func startGate(t *testing.T, opts ...gateOption) *gate {
 	t.Cleanup(upstream.Close)
 
 	port := testenv.FreePort(t)
-	g.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	g.base = fmt.Sprintf("http://%s:%d", setup.host, port)
 	caddyfile := fmt.Sprintf(`{
 	admin off
 	persist_config off
@@ -242,14 +251,14 @@ func startGate(t *testing.T, opts ...gateOption) *gate {
 	}
 }
 
-http://127.0.0.1:%d {
+%s {
 	bind 127.0.0.1
 	authgate {
 		%s
 	}
 	reverse_proxy %s
 }
-`, g.pg, g.redis.Directive(), g.prefix, g.mailDir, setup.global, port, setup.site, upstream.Listener.Addr())
+`, g.pg, g.redis.Directive(), g.prefix, g.mailDir, setup.global, g.base, setup.site, upstream.Listener.Addr())
 	config := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(config, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
@@ -397,6 +406,26 @@ func (g *gate) sessionExists(token string) bool {
 		g.t.Fatal(err)
 	}
 	return n
+}
+
+// storedSession returns what Redis holds for the session of token (the
+// zero Session when nothing).
+func (g *gate) storedSession(token string) sessions.Session {
+	g.t.Helper()
+	_, field, ok := sessions.Where(g.prefix, token)
+	if !ok {
+		g.t.Fatalf("session token %q is not <userhash>.<secret>", token)
+	}
+	stored, err := sessions.Stored(context.Background(), g.rdb, g.prefix)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	for _, s := range stored {
+		if s.ID == hex.EncodeToString([]byte(field)) {
+			return s
+		}
+	}
+	return sessions.Session{}
 }
 
 // sessionKeys lists the ids of every session Redis holds under the gate's

@@ -194,7 +194,7 @@ func TestUpstreamGetsNoTokenNorForgedIdentity(t *testing.T) {
 			t.Errorf("Remote-User %q, want %q", h["Remote-User"], want)
 		}
 		for name, vals := range h {
-			if name != "Remote-User" && name != "Remote-Email" && name != "Remote-User-Id" &&
+			if name != "Remote-User" && name != "Remote-Email" && name != "Remote-User-Id" && name != "Remote-Auth-Methods" &&
 				strings.HasPrefix(strings.ToLower(strings.ReplaceAll(name, "_", "-")), "remote-") {
 				t.Errorf("the upstream received %s: %q", name, vals)
 			}
@@ -204,8 +204,12 @@ func TestUpstreamGetsNoTokenNorForgedIdentity(t *testing.T) {
 				}
 			}
 		}
-		if user == "" && (len(h["Remote-Email"]) != 0 || len(h["Remote-User-Id"]) != 0) {
-			t.Errorf("anonymous request with identity: %q %q", h["Remote-Email"], h["Remote-User-Id"])
+		if user == "" && (len(h["Remote-Email"]) != 0 || len(h["Remote-User-Id"]) != 0 || len(h["Remote-Auth-Methods"]) != 0) {
+			t.Errorf("anonymous request with identity: %q %q %q", h["Remote-Email"], h["Remote-User-Id"], h["Remote-Auth-Methods"])
+		}
+		// The sessions here are password logins.
+		if user != "" && !slices.Equal(h["Remote-Auth-Methods"], []string{"pwd"}) {
+			t.Errorf("Remote-Auth-Methods %q, want pwd", h["Remote-Auth-Methods"])
 		}
 		if user != "" && !slices.Equal(h["Remote-Email"], []string{"hostile@example.com"}) {
 			t.Errorf("Remote-Email %q", h["Remote-Email"])
@@ -264,7 +268,8 @@ func TestUpstreamGetsNoTokenNorForgedIdentity(t *testing.T) {
 			t.Errorf("the upstream received Authorization %q, Cookie %q", r.Header["Authorization"], r.Header["Cookie"])
 		}
 	})
-	forged := "\nRemote-User: admin\nRemote_User: admin\nREMOTE-USER: admin\nremote_email: admin@example.com\nRemote-User-ID: 999\nRemote_User_Id: 999\nREMOTE_EMAIL: admin@example.com"
+	forged := "\nRemote-User: admin\nRemote_User: admin\nREMOTE-USER: admin\nremote_email: admin@example.com\nRemote-User-ID: 999\nRemote_User_Id: 999\nREMOTE_EMAIL: admin@example.com" +
+		"\nRemote-Auth-Methods: pwd,otp,hwk\nremote_auth_methods: hwk"
 	t.Run("identity spellings", func(t *testing.T) {
 		r := expect(g.send("GET /secret/data HTTP/1.1\nCookie: authgate_session="+ssid+forged, ""), "hostile")
 		if len(r.Header["Remote-User-Id"]) != 1 || r.Header["Remote-User-Id"][0] == "999" {
@@ -283,7 +288,7 @@ func TestUpstreamGetsNoTokenNorForgedIdentity(t *testing.T) {
 	// request's Trailer map, declared or not, and reverse_proxy forwards.
 	chunked := "5\r\nhello\r\n6\r\n world\r\n0\r\n" +
 		"X-Checksum: abc\r\nRemote-User: admin\r\nRemote_User: admin\r\nremote-email: admin@example.com\r\n" +
-		"Remote-User-Id: 999\r\nCookie: authgate_session=" + other + "\r\n\r\n"
+		"Remote-User-Id: 999\r\nRemote-Auth-Methods: pwd,otp\r\nCookie: authgate_session=" + other + "\r\n\r\n"
 	trailers := func(t *testing.T, r *gatepathtest.Report) {
 		t.Helper()
 		if r.Body != "hello world" {

@@ -28,17 +28,20 @@ type identity struct {
 	User   string `json:"remote_user"`
 	Email  string `json:"remote_email"`
 	UserID string `json:"remote_user_id"`
-	Path   string `json:"path"`
-	Query  string `json:"query"`
+	// Methods says how the login was made: "pwd", "pwd,otp", …
+	Methods string `json:"remote_auth_methods"`
+	Path    string `json:"path"`
+	Query   string `json:"query"`
 }
 
 func whoami(r *http.Request) identity {
 	return identity{
-		User:   r.Header.Get("Remote-User"),
-		Email:  r.Header.Get("Remote-Email"),
-		UserID: r.Header.Get("Remote-User-Id"),
-		Path:   r.URL.Path,
-		Query:  r.URL.RawQuery,
+		User:    r.Header.Get("Remote-User"),
+		Email:   r.Header.Get("Remote-Email"),
+		UserID:  r.Header.Get("Remote-User-Id"),
+		Methods: r.Header.Get("Remote-Auth-Methods"),
+		Path:    r.URL.Path,
+		Query:   r.URL.RawQuery,
 	}
 }
 
@@ -53,10 +56,11 @@ var page = template.Must(template.New("page").Parse(`<!doctype html>
 <tr><th>Remote-User</th><td>{{.User}}</td></tr>
 <tr><th>Remote-Email</th><td>{{.Email}}</td></tr>
 <tr><th>Remote-User-Id</th><td>{{.UserID}}</td></tr>
+<tr><th>Remote-Auth-Methods</th><td>{{.Methods}}</td></tr>
 <tr><th>Path</th><td>{{.Path}}</td></tr>
 <tr><th>Query</th><td>{{.Query}}</td></tr>
 </table>
-<p><a href="/api/whoami">/api/whoami</a> · <a href="/auth/logout">Log out</a></p>
+<p><a href="/api/whoami">/api/whoami</a> · <a href="/auth/account">Your account</a> · <a href="/auth/logout">Log out</a></p>
 </body>
 </html>
 `))

@@ -13,6 +13,7 @@ func request(path string) *http.Request {
 	r.Header.Set("Remote-User", "<b>alice</b>")
 	r.Header.Set("Remote-Email", "alice@example.com")
 	r.Header.Set("Remote-User-Id", "7")
+	r.Header.Set("Remote-Auth-Methods", "pwd,otp")
 	return r
 }
 
@@ -24,6 +25,7 @@ func TestPage(t *testing.T) {
 		"Hello, &lt;b&gt;alice&lt;/b&gt;",
 		"alice@example.com",
 		"<td>7</td>",
+		"<td>pwd,otp</td>",
 		"/some/where",
 		"x=&lt;i&gt;",
 		`href="/auth/logout"`,
@@ -47,7 +49,7 @@ func TestWhoami(t *testing.T) {
 	if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil {
 		t.Fatal(err)
 	}
-	want := identity{User: "<b>alice</b>", Email: "alice@example.com", UserID: "7", Path: "/api/whoami", Query: "x=1"}
+	want := identity{User: "<b>alice</b>", Email: "alice@example.com", UserID: "7", Methods: "pwd,otp", Path: "/api/whoami", Query: "x=1"}
 	if got != want {
 		t.Errorf("got %+v, want %+v", got, want)
 	}
