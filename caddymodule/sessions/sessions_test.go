@@ -3,6 +3,7 @@ package sessions
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -863,5 +864,63 @@ func TestUvarint(t *testing.T) {
 				t.Fatalf("uvarint = %d, %d; binary.Uvarint = %d, %d", v, n, wv, wn)
 			}
 		})
+	}
+}
+
+// Every script, for users whose hashes land on every master of a cluster:
+// each touches only the key it declares, so none is refused for a key of
+// another slot, wherever the user lives.
+func TestScriptsForUsersEverywhere(t *testing.T) {
+	testenv.EachTopology(t, testScriptsForUsersEverywhere)
+}
+
+func testScriptsForUsersEverywhere(t *testing.T, tp testenv.Topology) {
+	s, rdb := newStore(t, tp, Config{TTL: time.Hour, Idle: time.Hour, MaxPerUser: 2})
+	now := clock(s)
+	start := *now
+	nodes := map[string]bool{}
+	for i := range 12 {
+		userhash := fmt.Sprintf("%032x", i*7919)
+		*now = start
+		var tokens []string
+		for j := range 3 { // create, the third beyond max_sessions
+			*now = start.Add(time.Duration(j) * time.Second)
+			token, _ := create(t, s, Session{UserID: int64(i), Userhash: userhash, Username: "u"})
+			tokens = append(tokens, token)
+		}
+		*now = start.Add(10 * time.Minute)
+		if _, err := s.Lookup(t.Context(), tokens[2]); err != nil { // touch
+			t.Fatal(err)
+		}
+		s.touches.Wait()
+		if err := s.SetEmail(t.Context(), userhash, "u@example.com"); err != nil {
+			t.Fatal(err)
+		}
+		list, err := s.List(t.Context(), userhash)
+		if err != nil || len(list) != 2 || list[1].Seen != now.Unix() || list[0].Email != "u@example.com" {
+			t.Fatalf("user %d: %+v, %v", i, list, err)
+		}
+		if err := s.End(t.Context(), userhash, list[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.RevokeUser(t.Context(), userhash, list[1].ID); err != nil || n != 0 {
+			t.Fatalf("RevokeUser keeping one = %d, %v", n, err)
+		}
+		if n, err := s.RevokeUser(t.Context(), userhash, ""); err != nil || n != 1 {
+			t.Fatalf("RevokeUser = %d, %v", n, err)
+		}
+		if c, ok := rdb.(*redis.ClusterClient); ok {
+			node, err := c.MasterForKey(t.Context(), s.key(userhash))
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodes[node.Options().Addr] = true
+		}
+	}
+	if _, ok := rdb.(*redis.ClusterClient); ok && len(nodes) != testenv.ClusterMasters {
+		t.Fatalf("the users lived on %d masters of %d", len(nodes), testenv.ClusterMasters)
+	}
+	if stored, err := Stored(t.Context(), rdb, s.cfg.Prefix); err != nil || len(stored) != 0 {
+		t.Fatalf("left: %+v, %v", stored, err)
 	}
 }
