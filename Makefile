@@ -1,6 +1,7 @@
 # make run: the plugin with throwaway stores and a demo app on :8080
-# make test: every test, against throwaway stores unless AUTHGATE_POSTGRES and
-#            AUTHGATE_REDIS name others
+# make test: every test, against throwaway stores unless AUTHGATE_POSTGRES,
+#            AUTHGATE_REDIS, AUTHGATE_REDIS_CLUSTER ("<addr> ...") and
+#            AUTHGATE_REDIS_SENTINEL ("<master> <addr> ...") name others
 # make build: bin/caddy, built by xcaddy from xcaddy.json
 # make bench: the gate measured against plain Caddy and the alternatives,
 #             written to BENCHMARKS.md (cmd/bench; under 10 minutes)
