@@ -30,7 +30,7 @@
 // as long as it has at most 128 fields of at most 64 bytes each
 // (hash-max-listpack-entries and hash-max-listpack-value, Redis 7's
 // defaults): every field here is kept within that, so a session costs its
-// 16-byte id, a record of 14 to 64 bytes and a share of one key: 257 bytes
+// 16-byte id, a record of 16 to 64 bytes and a share of one key: 257 bytes
 // with one session per user, 79 with ten (BENCHMARKS.md). It also keeps
 // what the index gave: all of a user's sessions in one place, so ending
 // them all is one DEL and max_sessions is counted where the sessions are. A
@@ -201,19 +201,20 @@ const (
 // record is the binary form of a session in its user's hash, small enough
 // for a listpack entry (≤ 64 bytes):
 //
-//	0      format (high 4 bits, 1) and address kind (low: 0 none, 1 IPv4, 2 IPv6)
-//	1..4   created, Unix seconds, big-endian
-//	5..8   expires (absolute), the same
-//	9..12  seen, the same
-//	13..   uvarint: the AMR names, one bit each (amrNames)
-//	       the address: 0, 4 or 16 bytes
-//	       the device summary: the rest, ASCII
+//	0       format (high 4 bits, 1) and address kind (low: 0 none, 1 IPv4, 2 IPv6)
+//	1..6    created, Unix milliseconds, big-endian: which sessions are the
+//	        oldest, for max_sessions, even among logins of one second
+//	7..10   expires (absolute), Unix seconds, big-endian
+//	11..14  seen, the same
+//	15..    uvarint: the AMR names, one bit each (amrNames)
+//	        the address: 0, 4 or 16 bytes
+//	        the device summary: the rest, ASCII
 //
-// The scripts read bytes 1..12 (ends in the Lua below) and know nothing of
+// The scripts read bytes 1..14 (ends in the Lua below) and know nothing of
 // the rest. Unix seconds in 32 bits last until 2106.
 const (
 	recordFormat = 1
-	recordHead   = 13
+	recordHead   = 15
 	maxRecord    = 64 // hash-max-listpack-value
 )
 
@@ -232,7 +233,9 @@ var amrNames = []string{"pwd", "otp", "hwk", "swk", "mfa", "user", "pin",
 	"face", "fpt", "geo", "iris", "kba", "mca", "rba", "retina", "sc", "sms", "tel", "vbm", "wia",
 	"webauthn", "recovery"}
 
-func encodeRecord(sess Session) ([]byte, error) {
+// encodeRecord makes the record of sess, created at createdMs (Unix
+// milliseconds, more precise than sess.Created).
+func encodeRecord(sess Session, createdMs int64) ([]byte, error) {
 	var amr uint64
 	for _, name := range sess.AMR {
 		i := slices.Index(amrNames, name)
@@ -254,7 +257,12 @@ func encodeRecord(sess Session) ([]byte, error) {
 	}
 	b := make([]byte, 0, maxRecord)
 	b = append(b, recordFormat<<4|kind)
-	for _, t := range []int64{sess.Created, sess.Expires, sess.Seen} {
+	if createdMs < 0 || createdMs > 1<<48-1 {
+		return nil, fmt.Errorf("time %d ms out of the record's range", createdMs)
+	}
+	b = binary.BigEndian.AppendUint16(b, uint16(createdMs>>32))
+	b = binary.BigEndian.AppendUint32(b, uint32(createdMs))
+	for _, t := range []int64{sess.Expires, sess.Seen} {
 		if t < 0 || t > 1<<32-1 {
 			return nil, fmt.Errorf("time %d out of the record's range", t)
 		}
@@ -287,7 +295,8 @@ func decodeRecord(b string, sess *Session) bool {
 	u32 := func(i int) int64 {
 		return int64(b[i])<<24 | int64(b[i+1])<<16 | int64(b[i+2])<<8 | int64(b[i+3])
 	}
-	sess.Created, sess.Expires, sess.Seen = u32(1), u32(5), u32(9)
+	sess.Created = (int64(b[1])<<40 | int64(b[2])<<32 | u32(3)) / 1000
+	sess.Expires, sess.Seen = u32(7), u32(11)
 	amr, n := uvarint(b[recordHead:])
 	if n <= 0 || amr>>len(amrNames) != 0 {
 		return false
@@ -346,11 +355,12 @@ func decodeUser(v string, sess *Session) bool {
 
 // luaEnds is shared by the scripts: ends(v) is when the session of record
 // v ends (Unix seconds), for the idle timeout in seconds (0: off), and when
-// it started; 0 for a record it cannot read, which thus counts as ended.
+// it started (Unix ms); 0 for a record it cannot read, which thus counts as
+// ended.
 const luaEnds = `
 local function ends(v, idle)
-  if #v < 14 or math.floor(string.byte(v, 1) / 16) ~= 1 then return 0, 0 end
-  local c, x, s = struct.unpack('>I4I4I4', v, 2)
+  if #v < 16 or math.floor(string.byte(v, 1) / 16) ~= 1 then return 0, 0 end
+  local c, x, s = struct.unpack('>I6I4I4', v, 2)
   if idle > 0 and s + idle < x then x = s + idle end
   return x, c
 end
@@ -443,11 +453,11 @@ return n
 // hash; ARGV: session field, seen (Unix s), idle (s). Returns 1 if it wrote.
 var touchScript = redis.NewScript(`
 local v = redis.call('HGET', KEYS[1], ARGV[1])
-if not v or #v < 14 or math.floor(string.byte(v, 1) / 16) ~= 1 then return 0 end
-local x, s = struct.unpack('>I4I4', v, 6)
+if not v or #v < 16 or math.floor(string.byte(v, 1) / 16) ~= 1 then return 0 end
+local x, s = struct.unpack('>I4I4', v, 8)
 local seen, idle = tonumber(ARGV[2]), tonumber(ARGV[3])
 if seen <= s then return 0 end
-redis.call('HSET', KEYS[1], ARGV[1], string.sub(v, 1, 9) .. struct.pack('>I4', seen) .. string.sub(v, 14))
+redis.call('HSET', KEYS[1], ARGV[1], string.sub(v, 1, 11) .. struct.pack('>I4', seen) .. string.sub(v, 16))
 if idle > 0 then redis.call('PEXPIREAT', KEYS[1], math.min(x, seen + idle) * 1000, 'GT') end
 return 1
 `)
@@ -477,7 +487,9 @@ func (s *Store) fill(sess *Session, now time.Time) ([]byte, error) {
 	if !validUserhash(sess.Userhash) {
 		return nil, fmt.Errorf("userhash %q is not 32 hex digits", sess.Userhash)
 	}
+	createdMs := sess.Created * 1000
 	if sess.Created == 0 {
+		createdMs = now.UnixMilli()
 		sess.Created = now.Unix()
 	}
 	if sess.Expires == 0 {
@@ -486,7 +498,7 @@ func (s *Store) fill(sess *Session, now time.Time) ([]byte, error) {
 	if sess.Seen == 0 {
 		sess.Seen = sess.Created
 	}
-	record, err := encodeRecord(*sess)
+	record, err := encodeRecord(*sess, createdMs)
 	if err != nil {
 		return nil, err
 	}

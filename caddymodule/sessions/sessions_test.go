@@ -3,6 +3,7 @@ package sessions
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -198,14 +199,14 @@ func TestRecord(t *testing.T) {
 		{"a device of useragent.MaxLen with IPv4", with(func(s *Session) { s.IP = "192.0.2.1"; s.Device = long }),
 			with(func(s *Session) { s.IP = "192.0.2.1"; s.Device = long }), ""},
 		{"a device of useragent.MaxLen with IPv6: shortened", with(func(s *Session) { s.IP = "2001:db8::1"; s.Device = long }),
-			with(func(s *Session) { s.IP = "2001:db8::1"; s.Device = long[:64-14-16] }), ""},
-		{"shortened on a character boundary", with(func(s *Session) { s.IP = "2001:db8::1"; s.Device = strings.Repeat("é", 20) }),
-			with(func(s *Session) { s.IP = "2001:db8::1"; s.Device = strings.Repeat("é", 17) }), ""},
+			with(func(s *Session) { s.IP = "2001:db8::1"; s.Device = long[:64-16-16] }), ""},
+		{"shortened on a character boundary", with(func(s *Session) { s.IP = "2001:db8::1"; s.Device = "x" + strings.Repeat("é", 20) }),
+			with(func(s *Session) { s.IP = "2001:db8::1"; s.Device = "x" + strings.Repeat("é", 15) }), ""},
 		{"a time past 2106", with(func(s *Session) { s.Expires = 1 << 32 }), Session{}, "out of the record's range"},
 		{"a negative time", with(func(s *Session) { s.Created = -1 }), Session{}, "out of the record's range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := encodeRecord(tc.in)
+			b, err := encodeRecord(tc.in, tc.in.Created*1000)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want %q", err, tc.err)
@@ -233,7 +234,7 @@ func TestRecord(t *testing.T) {
 func TestBadRecords(t *testing.T) { testenv.EachTopology(t, testBadRecords) }
 
 func testBadRecords(t *testing.T, tp testenv.Topology) {
-	good, err := encodeRecord(Session{Created: 1, Expires: 1 << 31, Seen: 1, IP: "192.0.2.1"})
+	good, err := encodeRecord(Session{Created: 1, Expires: 1 << 31, Seen: 1, IP: "192.0.2.1"}, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,6 +435,7 @@ func testMaxPerUserAndPrune(t *testing.T, tp testenv.Topology) {
 		{"the oldest ends", 0, 3, []time.Duration{0, time.Second, 2 * time.Second}, 3 * time.Second, []int{1, 2, 3}},
 		{"two oldest end", 0, 2, []time.Duration{0, time.Second, 2 * time.Second}, 3 * time.Second, []int{2, 3}},
 		{"one allowed", 0, 1, []time.Duration{0}, 0, []int{1}},
+		{"within one second, by the millisecond", 0, 2, []time.Duration{0, time.Millisecond}, 2 * time.Millisecond, []int{1, 2}},
 		{"expired records pruned, not counted", 0, 2, []time.Duration{0, 10 * time.Minute}, 61 * time.Minute, []int{1, 2}},
 		{"idle records pruned, not counted", 30 * time.Minute, 2, []time.Duration{0, 10 * time.Minute, 20 * time.Minute}, 45 * time.Minute, []int{2, 3}},
 	} {
@@ -499,7 +501,7 @@ func testListAndEnd(t *testing.T, tp testenv.Topology) {
 	// An ended session is not listed.
 	*now = start.Add(30 * time.Minute)
 	key, field, _ := Where(s.cfg.Prefix, third)
-	rec, _ := encodeRecord(Session{Created: start.Unix(), Expires: start.Add(29 * time.Minute).Unix(), Seen: start.Unix()})
+	rec, _ := encodeRecord(Session{Expires: start.Add(29 * time.Minute).Unix(), Seen: start.Unix()}, start.UnixMilli())
 	rdb.HSet(t.Context(), key, field, rec)
 
 	list, err := s.List(t.Context(), alice)
@@ -593,7 +595,7 @@ func testRevokeUser(t *testing.T, tp testenv.Topology) {
 			}
 			// The fourth has ended (its record says so).
 			key, field, _ := Where(s.cfg.Prefix, tokens[3])
-			rec, _ := encodeRecord(Session{Created: start.Unix(), Expires: start.Unix() + 1, Seen: start.Unix()})
+			rec, _ := encodeRecord(Session{Expires: start.Unix() + 1, Seen: start.Unix()}, start.UnixMilli())
 			rdb.HSet(t.Context(), key, field, rec)
 			_, other := create(t, s, Session{UserID: 8, Userhash: bob, Username: "bob"})
 			ids = append(ids, other.ID)
@@ -863,5 +865,63 @@ func TestUvarint(t *testing.T) {
 				t.Fatalf("uvarint = %d, %d; binary.Uvarint = %d, %d", v, n, wv, wn)
 			}
 		})
+	}
+}
+
+// Every script, for users whose hashes land on every master of a cluster:
+// each touches only the key it declares, so none is refused for a key of
+// another slot, wherever the user lives.
+func TestScriptsForUsersEverywhere(t *testing.T) {
+	testenv.EachTopology(t, testScriptsForUsersEverywhere)
+}
+
+func testScriptsForUsersEverywhere(t *testing.T, tp testenv.Topology) {
+	s, rdb := newStore(t, tp, Config{TTL: time.Hour, Idle: time.Hour, MaxPerUser: 2})
+	now := clock(s)
+	start := *now
+	nodes := map[string]bool{}
+	for i := range 12 {
+		userhash := fmt.Sprintf("%032x", i*7919)
+		*now = start
+		var tokens []string
+		for j := range 3 { // create, the third beyond max_sessions
+			*now = start.Add(time.Duration(j) * time.Second)
+			token, _ := create(t, s, Session{UserID: int64(i), Userhash: userhash, Username: "u"})
+			tokens = append(tokens, token)
+		}
+		*now = start.Add(10 * time.Minute)
+		if _, err := s.Lookup(t.Context(), tokens[2]); err != nil { // touch
+			t.Fatal(err)
+		}
+		s.touches.Wait()
+		if err := s.SetEmail(t.Context(), userhash, "u@example.com"); err != nil {
+			t.Fatal(err)
+		}
+		list, err := s.List(t.Context(), userhash)
+		if err != nil || len(list) != 2 || list[1].Seen != now.Unix() || list[0].Email != "u@example.com" {
+			t.Fatalf("user %d: %+v, %v", i, list, err)
+		}
+		if err := s.End(t.Context(), userhash, list[0].ID); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.RevokeUser(t.Context(), userhash, list[1].ID); err != nil || n != 0 {
+			t.Fatalf("RevokeUser keeping one = %d, %v", n, err)
+		}
+		if n, err := s.RevokeUser(t.Context(), userhash, ""); err != nil || n != 1 {
+			t.Fatalf("RevokeUser = %d, %v", n, err)
+		}
+		if c, ok := rdb.(*redis.ClusterClient); ok {
+			node, err := c.MasterForKey(t.Context(), s.key(userhash))
+			if err != nil {
+				t.Fatal(err)
+			}
+			nodes[node.Options().Addr] = true
+		}
+	}
+	if _, ok := rdb.(*redis.ClusterClient); ok && len(nodes) != testenv.ClusterMasters {
+		t.Fatalf("the users lived on %d masters of %d", len(nodes), testenv.ClusterMasters)
+	}
+	if stored, err := Stored(t.Context(), rdb, s.cfg.Prefix); err != nil || len(stored) != 0 {
+		t.Fatalf("left: %+v, %v", stored, err)
 	}
 }
