@@ -23,7 +23,7 @@ func (e *env) loginAs(name, password, ua string) (*http.Client, string) {
 	e.t.Helper()
 	c := e.client()
 	r := e.do(c, "POST", "/auth/users/login", map[string]any{"username": name, "password": password}, "User-Agent", ua)
-	e.expect(r, 200, true, "")
+	e.expect(r, 200, "true", "")
 	return c, r.str("ssid")
 }
 

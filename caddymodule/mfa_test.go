@@ -82,7 +82,7 @@ func (c *totpClock) wrongCode(t testing.TB, key string) string {
 // form posts a form, as a browser's page does.
 func (e *env) form(c *http.Client, path string, kv ...string) reply {
 	e.t.Helper()
-	return e.do(c, "POST", path, formBody(kv...), "Content-Type", formType)
+	return e.do(c, "POST", path, formBody(kv...), "Content-Type", formType, "Accept", "text/html")
 }
 
 var (
@@ -371,7 +371,7 @@ func TestSecondFactorUsersAPI(t *testing.T) {
 				}
 				return
 			}
-			e.expect(r, 200, true, "")
+			e.expect(r, 200, "true", "")
 			if e.sessionCount() != before+1 {
 				t.Fatal("no session stored")
 			}
@@ -381,12 +381,12 @@ func TestSecondFactorUsersAPI(t *testing.T) {
 		})
 	}
 	r = login("recovery_code", codes[0])
-	e.expect(r, 200, true, "")
+	e.expect(r, 200, "true", "")
 	if amr := e.upstreamAMR(nil, "Authorization", "Bearer "+r.str("ssid")); amr != "pwd,otp,recovery" {
 		t.Fatalf("Remote-Auth-Methods %q", amr)
 	}
 	e.expect(login("recovery_code", codes[0]), 401, false, "ERROR_INVALID_OTP")
-	e.expect(login("recovery_code", codes[1]), 200, true, "")
+	e.expect(login("recovery_code", codes[1]), 200, "true", "")
 	if n := e.scalar("SELECT count(*) FROM authgate.recovery_codes WHERE user_id = $1", e.userID("vic")); n != int64(8) {
 		t.Fatalf("%v recovery codes left", n)
 	}
@@ -524,7 +524,7 @@ func TestMFARequired(t *testing.T) {
 		t.Fatalf("after enrolment: %d %s", r.status, r.body)
 	}
 	e.expect(e.do(nil, "POST", "/auth/users/login", map[string]any{"username": "xena", "password": "xena-password", "totp": clock.code(t, key, 1)}),
-		200, true, "")
+		200, "true", "")
 	if got := metricValues(t)["authgate_gate_decisions_total/enrolment"]; got != 3 {
 		t.Fatalf("authgate_gate_decisions_total{decision=enrolment} = %v, want 3", got)
 	}
@@ -559,7 +559,7 @@ func TestAuthMethodsUpstream(t *testing.T) {
 	}
 	key, _ := e.enrolTOTP(c, clock, 0)
 	r = e.do(nil, "POST", "/auth/users/login", map[string]any{"username": "yves", "password": "yves-password", "totp": clock.code(t, key, 1)})
-	e.expect(r, 200, true, "")
+	e.expect(r, 200, "true", "")
 	r = e.do(nil, "GET", "/app", nil, append(spoof, "Authorization", "Bearer "+r.str("ssid"))...)
 	if r.status != 200 || r.json["auth_methods"] != "pwd,otp" || r.json["amr"] != "pwd,otp" {
 		t.Fatalf("a login with a code: %d %s", r.status, r.body)
@@ -610,7 +610,7 @@ func TestRecoveryPageAndRemoval(t *testing.T) {
 	e.expect(e.do(nil, "POST", "/auth/users/login", map[string]any{"username": "zoe", "password": "zoe-password", "recovery_code": old[0]}),
 		401, false, "ERROR_INVALID_OTP")
 	e.expect(e.do(nil, "POST", "/auth/users/login", map[string]any{"username": "zoe", "password": "zoe-password", "recovery_code": fresh[0]}),
-		200, true, "")
+		200, "true", "")
 
 	r = e.form(c, "/auth/account/totp", "action", "remove", "totp", clock.wrongCode(t, key))
 	if r.status != 401 {
@@ -639,7 +639,7 @@ func TestMFACLI(t *testing.T) {
 	c := loggedIn(e, "abel", "abel-password")
 	key, codes := e.enrolTOTP(c, clock, 0)
 	e.expect(e.do(nil, "POST", "/auth/users/login", map[string]any{"username": "abel", "password": "abel-password", "totp": clock.code(t, key, 1)}),
-		200, true, "")
+		200, "true", "")
 	out, err = e.cli("", "mfa", "abel")
 	if err != nil || !regexp.MustCompile(`(?m)^  totp +enrolled \S+Z, last used \S+Z$`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^  recovery +10 code\(s\) left, made \S+Z$`).MatchString(out) {
@@ -692,7 +692,7 @@ func TestMFAEventsAndMetrics(t *testing.T) {
 		401, false, "ERROR_INVALID_OTP")
 	right := clock.code(t, key, 1)
 	e.expect(e.do(nil, "POST", "/auth/users/login", map[string]any{"username": "bea", "password": "bea-password", "totp": right}),
-		200, true, "")
+		200, "true", "")
 	e.form(c, "/auth/account/totp", "action", "remove", "password", "bea-password")
 
 	want := []string{"mfa_failed/totp", "mfa_enrolled/totp", "mfa_enrolled/recovery", "mfa_failed/totp", "mfa_removed/totp", "mfa_removed/recovery"}

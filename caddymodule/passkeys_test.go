@@ -399,7 +399,7 @@ func TestPasskeySecondFactor(t *testing.T) {
 	passwordStep := func(t *testing.T) (*http.Client, string) {
 		c := e.client()
 		r := e.do(c, "POST", "/auth/login", formBody("username", "frank", "password", "frank-password", "redirect", "/hello"),
-			"Content-Type", formType, "Origin", origin)
+			"Content-Type", formType, "Origin", origin, "Accept", "text/html")
 		m := ticketField.FindStringSubmatch(string(r.body))
 		if r.status != 200 || m == nil || !strings.Contains(r.header.Get("Content-Security-Policy"), "script-src 'nonce-") {
 			t.Fatalf("the password step: %d %v\n%s", r.status, r.header, r.body)

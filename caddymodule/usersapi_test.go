@@ -238,7 +238,7 @@ func TestUsersInfoWhilePostgresIsDown(t *testing.T) {
 		status = r.status
 		return status != http.StatusServiceUnavailable
 	})
-	e.expect(r, 200, true, "")
+	e.expect(r, 200, "true", "")
 	r = e.do(nil, "GET", "/auth/users/info", nil, "Authorization", "Bearer "+ssid)
 	e.expect(r, 200, true, "")
 }
